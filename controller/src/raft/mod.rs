@@ -1,0 +1,45 @@
+//! The openraft pieces: type configuration, the sled-backed log store and state machine,
+//! and the gRPC peer network.
+
+pub mod log_store;
+// pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+use crate::store::{Command, WriteOutcome};
+
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
+
+/// A controller node's id in the cluster.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Bulwark's Raft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = WriteOutcome,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+
+/// Encodes a value for sled or the wire (postcard: compact, non-self-describing).
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(value)
+}
+
+/// Decodes what [`encode`] wrote.
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}

@@ -1,0 +1,439 @@
+//! The state machine on sled: typed records, the cluster-wide revision, the change history
+//! watchers resume from, and the current snapshot.
+//!
+//! Layout of tree `sm` (one tree, so every apply is one atomic sled batch):
+//! - `r/<kind>\0<key>` → [`Record`]
+//! - `h/<revision, big-endian>` → [`Change`] (the newest [`HISTORY_KEEP`] changes)
+//! - `m/applied`, `m/membership`, `m/revision` → applied log id, membership, revision
+//!
+//! Tree `sm_snapshot` holds the newest snapshot (meta and data).
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::log_store::io_err;
+use super::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, decode,
+    encode,
+};
+use crate::store::{Change, ChangeOp, Command, Record, WriteOutcome};
+
+/// How many changes the history keeps for watchers; older revisions are compacted.
+pub const HISTORY_KEEP: u64 = 100_000;
+
+const APPLIED: &[u8] = b"m/applied";
+const MEMBERSHIP: &[u8] = b"m/membership";
+const REVISION: &[u8] = b"m/revision";
+const RECORD_PREFIX: &[u8] = b"r/";
+const HISTORY_PREFIX: &[u8] = b"h/";
+const CURRENT_SNAPSHOT: &[u8] = b"current";
+
+fn record_key(kind: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(RECORD_PREFIX.len() + kind.len() + 1 + key.len());
+    k.extend_from_slice(RECORD_PREFIX);
+    k.extend_from_slice(kind.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn kind_prefix(kind: &str) -> Vec<u8> {
+    let mut k = record_key(kind, "");
+    if kind.is_empty() {
+        k.truncate(RECORD_PREFIX.len());
+    }
+    k
+}
+
+fn history_key(revision: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(HISTORY_PREFIX);
+    k[2..].copy_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// The serialized form of a snapshot: every record, the retained history and the revision.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    revision: u64,
+    /// Raw `r/` and `h/` pairs of tree `sm`.
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// Errors reading records outside of Raft (gRPC reads and watches).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("corrupt record in storage: {0}")]
+    Corrupt(#[from] postcard::Error),
+    #[error(
+        "revision {requested} has been compacted; the oldest retained change is revision {oldest}"
+    )]
+    Compacted { requested: u64, oldest: u64 },
+}
+
+/// Read access to the applied records, for any number of concurrent readers.
+#[derive(Clone)]
+pub struct Reader {
+    tree: sled::Tree,
+    revision: watch::Receiver<u64>,
+}
+
+impl Reader {
+    /// The revision of everything applied on this node so far.
+    pub fn revision(&self) -> u64 {
+        *self.revision.borrow()
+    }
+
+    /// A receiver that changes whenever the applied revision does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.clone()
+    }
+
+    pub fn get(&self, kind: &str, key: &str) -> Result<Option<Record>, ReadError> {
+        match self.tree.get(record_key(kind, key))? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record of `kind` (all kinds when empty), in key order, with the revision they
+    /// were read at. The revision is read first, so records are at least that new.
+    pub fn list(&self, kind: &str) -> Result<(Vec<Record>, u64), ReadError> {
+        let revision = self.revision();
+        let records = self
+            .tree
+            .scan_prefix(kind_prefix(kind))
+            .values()
+            .map(|v| Ok(decode(&v?)?))
+            .collect::<Result<Vec<_>, ReadError>>()?;
+        Ok((records, revision))
+    }
+
+    /// Changes with revision in `(after, up_to]`, in order. Fails when the history no longer
+    /// holds revision `after + 1`.
+    pub fn changes(&self, after: u64, up_to: u64) -> Result<Vec<Change>, ReadError> {
+        if after >= up_to {
+            return Ok(Vec::new());
+        }
+        let oldest = match self.tree.scan_prefix(HISTORY_PREFIX).keys().next() {
+            Some(k) => {
+                let k = k?;
+                let mut be = [0u8; 8];
+                be.copy_from_slice(&k[HISTORY_PREFIX.len()..]);
+                u64::from_be_bytes(be)
+            }
+            None => up_to + 1,
+        };
+        if after + 1 < oldest {
+            return Err(ReadError::Compacted { requested: after + 1, oldest });
+        }
+        self.tree
+            .range(history_key(after + 1)..=history_key(up_to))
+            .values()
+            .map(|v| Ok(decode(&v?)?))
+            .collect()
+    }
+}
+
+/// The applied state, owned by openraft's state machine worker.
+pub struct StateMachine {
+    db: sled::Db,
+    tree: sled::Tree,
+    snapshots: sled::Tree,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    revision: u64,
+    revision_tx: watch::Sender<u64>,
+    snapshot_seq: u64,
+}
+
+fn sm_err(verb: ErrorVerb, e: &dyn std::error::Error) -> StorageError {
+    io_err(ErrorSubject::StateMachine, verb, e)
+}
+
+impl StateMachine {
+    pub fn open(db: &sled::Db) -> Result<Self, StorageError> {
+        let read = |e: &dyn std::error::Error| sm_err(ErrorVerb::Read, e);
+        let tree = db.open_tree("sm").map_err(|e| read(&e))?;
+        let snapshots = db.open_tree("sm_snapshot").map_err(|e| read(&e))?;
+        let get = |key: &[u8]| tree.get(key).map_err(|e| read(&e));
+        let last_applied = match get(APPLIED)? {
+            Some(b) => decode(&b).map_err(|e| read(&e))?,
+            None => None,
+        };
+        let membership = match get(MEMBERSHIP)? {
+            Some(b) => decode(&b).map_err(|e| read(&e))?,
+            None => StoredMembership::default(),
+        };
+        let revision = match get(REVISION)? {
+            Some(b) => decode(&b).map_err(|e| read(&e))?,
+            None => 0,
+        };
+        let (revision_tx, _) = watch::channel(revision);
+        Ok(Self {
+            db: db.clone(),
+            tree,
+            snapshots,
+            last_applied,
+            membership,
+            revision,
+            revision_tx,
+            snapshot_seq: 0,
+        })
+    }
+
+    pub fn reader(&self) -> Reader {
+        Reader { tree: self.tree.clone(), revision: self.revision_tx.subscribe() }
+    }
+
+    fn meta_pairs(&self) -> Result<[(&'static [u8], Vec<u8>); 3], StorageError> {
+        let err = |e: &dyn std::error::Error| sm_err(ErrorVerb::Write, e);
+        Ok([
+            (APPLIED, encode(&self.last_applied).map_err(|e| err(&e))?),
+            (MEMBERSHIP, encode(&self.membership).map_err(|e| err(&e))?),
+            (REVISION, encode(&self.revision).map_err(|e| err(&e))?),
+        ])
+    }
+
+    fn current_record(
+        &self,
+        overlay: &HashMap<Vec<u8>, Option<Record>>,
+        key: &[u8],
+    ) -> Result<Option<Record>, StorageError> {
+        if let Some(r) = overlay.get(key) {
+            return Ok(r.clone());
+        }
+        let read = |e: &dyn std::error::Error| sm_err(ErrorVerb::Read, e);
+        match self.tree.get(key).map_err(|e| read(&e))? {
+            Some(b) => Ok(Some(decode(&b).map_err(|e| read(&e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies one command into `batch`, using `overlay` for writes earlier in the batch.
+    fn apply_command(
+        &mut self,
+        cmd: Command,
+        batch: &mut sled::Batch,
+        overlay: &mut HashMap<Vec<u8>, Option<Record>>,
+    ) -> Result<WriteOutcome, StorageError> {
+        let (kind, key, expect) = match &cmd {
+            Command::Put { kind, key, expect_mod_revision, .. }
+            | Command::Delete { kind, key, expect_mod_revision } => {
+                (kind, key, *expect_mod_revision)
+            }
+        };
+        let rkey = record_key(kind, key);
+        let current = self.current_record(overlay, &rkey)?;
+        let actual = current.as_ref().map_or(0, |r| r.mod_revision);
+        if let Some(expected) = expect
+            && expected != actual
+        {
+            return Ok(WriteOutcome { revision: self.revision, conflict: Some(actual) });
+        }
+        let change = match cmd {
+            Command::Put { kind, key, value, .. } => {
+                let revision = self.revision + 1;
+                let create_revision = current.map_or(revision, |r| r.create_revision);
+                let record = Record { kind, key, value, create_revision, mod_revision: revision };
+                Change { revision, op: ChangeOp::Put, record }
+            }
+            Command::Delete { .. } => match current {
+                // Deleting nothing changes nothing and takes no revision.
+                None => return Ok(WriteOutcome { revision: self.revision, conflict: None }),
+                Some(mut record) => {
+                    record.mod_revision = self.revision + 1;
+                    Change { revision: record.mod_revision, op: ChangeOp::Delete, record }
+                }
+            },
+        };
+        let err = |e: &dyn std::error::Error| sm_err(ErrorVerb::Write, e);
+        self.revision = change.revision;
+        match change.op {
+            ChangeOp::Put => {
+                batch.insert(rkey.clone(), encode(&change.record).map_err(|e| err(&e))?);
+                overlay.insert(rkey, Some(change.record.clone()));
+            }
+            ChangeOp::Delete => {
+                batch.remove(rkey.clone());
+                overlay.insert(rkey, None);
+            }
+        }
+        batch.insert(&history_key(change.revision), encode(&change).map_err(|e| err(&e))?);
+        if change.revision > HISTORY_KEEP {
+            batch.remove(&history_key(change.revision - HISTORY_KEEP));
+        }
+        Ok(WriteOutcome { revision: self.revision, conflict: None })
+    }
+
+    fn snapshot_from_stored(&self) -> Result<Option<Snapshot>, StorageError> {
+        let read = |e: &dyn std::error::Error| sm_err(ErrorVerb::Read, e);
+        let Some(bytes) = self.snapshots.get(CURRENT_SNAPSHOT).map_err(|e| read(&e))? else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshot = decode(&bytes).map_err(|e| read(&e))?;
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}
+
+/// Builds a snapshot from a consistent copy taken on the state machine worker, so applying
+/// can continue while it is encoded and stored.
+pub struct SnapshotBuilder {
+    db: sled::Db,
+    snapshots: sled::Tree,
+    meta: SnapshotMeta,
+    /// The copy, or the error reading it (returned from `build_snapshot`).
+    payload: Result<SnapshotPayload, sled::Error>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let sig = Some(self.meta.signature());
+        let err = |e: &dyn std::error::Error| {
+            io_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e)
+        };
+        let payload = self.payload.as_ref().map_err(|e| err(e))?;
+        let data = encode(payload).map_err(|e| err(&e))?;
+        let stored = StoredSnapshot { meta: self.meta.clone(), data };
+        self.snapshots
+            .insert(CURRENT_SNAPSHOT, encode(&stored).map_err(|e| err(&e))?)
+            .map_err(|e| err(&e))?;
+        self.db.flush_async().await.map_err(|e| err(&e))?;
+        tracing::info!(
+            last_log_index = self.meta.last_log_id.map_or(0, |l| l.index),
+            revision = payload.revision,
+            bytes = stored.data.len(),
+            "built snapshot"
+        );
+        Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<WriteOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        let mut overlay = HashMap::new();
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => WriteOutcome { revision: self.revision, conflict: None },
+                EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut batch, &mut overlay)?,
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    WriteOutcome { revision: self.revision, conflict: None }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        for (k, v) in self.meta_pairs()? {
+            batch.insert(k, v);
+        }
+        self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+        self.revision_tx.send_replace(self.revision);
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_seq += 1;
+        let last = self.last_applied;
+        let snapshot_id = match last {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshot_seq),
+            None => format!("0-0-{}", self.snapshot_seq),
+        };
+        // The copy is taken here, between applies, so the snapshot is consistent.
+        let pairs = [RECORD_PREFIX, HISTORY_PREFIX]
+            .into_iter()
+            .flat_map(|p| self.tree.scan_prefix(p))
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<Vec<_>, _>>();
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+            meta: SnapshotMeta {
+                last_log_id: last,
+                last_membership: self.membership.clone(),
+                snapshot_id,
+            },
+            payload: pairs.map(|pairs| SnapshotPayload { revision: self.revision, pairs }),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        let err =
+            |verb, e: &dyn std::error::Error| io_err(ErrorSubject::Snapshot(sig.clone()), verb, e);
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload = decode(&data).map_err(|e| err(ErrorVerb::Read, &e))?;
+        let mut batch = sled::Batch::default();
+        for key in self.tree.iter().keys() {
+            batch.remove(key.map_err(|e| err(ErrorVerb::Read, &e))?);
+        }
+        for (k, v) in payload.pairs {
+            batch.insert(k, v);
+        }
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.revision = payload.revision;
+        for (k, v) in self.meta_pairs()? {
+            batch.insert(k, v);
+        }
+        self.tree.apply_batch(batch).map_err(|e| err(ErrorVerb::Write, &e))?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.snapshots
+            .insert(CURRENT_SNAPSHOT, encode(&stored).map_err(|e| err(ErrorVerb::Write, &e))?)
+            .map_err(|e| err(ErrorVerb::Write, &e))?;
+        self.db.flush_async().await.map_err(|e| err(ErrorVerb::Write, &e))?;
+        self.revision_tx.send_replace(self.revision);
+        tracing::info!(
+            last_log_index = meta.last_log_id.map_or(0, |l| l.index),
+            revision = self.revision,
+            "installed snapshot"
+        );
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.snapshot_from_stored()
+    }
+}
+
+/// Opens the log store and state machine of a data directory's sled database.
+pub fn open_storage(db: &sled::Db) -> Result<(super::LogStore, StateMachine), StorageError> {
+    let log = super::LogStore::open(db).map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+    Ok((log, StateMachine::open(db)?))
+}
+
+#[cfg(test)]
+mod tests;

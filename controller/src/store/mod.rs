@@ -1,0 +1,138 @@
+//! Typed, revisioned records: the data every controller node holds once a Raft entry is
+//! applied. A cluster-wide revision increases by one with every committed change, like
+//! etcd's; the change history is kept so watchers can resume from any retained revision.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Longest accepted record kind, in bytes.
+pub const MAX_KIND_LEN: usize = 64;
+/// Longest accepted record key, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+/// Largest accepted record value, in bytes.
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+
+/// A mutation replicated through Raft.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Put {
+        kind: String,
+        key: String,
+        value: Vec<u8>,
+        /// Compare-and-set: the current `mod_revision` must equal it (0: must not exist).
+        expect_mod_revision: Option<u64>,
+    },
+    Delete {
+        kind: String,
+        key: String,
+        expect_mod_revision: Option<u64>,
+    },
+}
+
+impl Command {
+    /// Rejects what the state machine could not store faithfully, before it reaches Raft.
+    pub fn validate(&self) -> Result<(), InvalidCommand> {
+        let (kind, key) = match self {
+            Command::Put { kind, key, value, .. } => {
+                if value.len() > MAX_VALUE_LEN {
+                    return Err(InvalidCommand::ValueTooLarge(value.len()));
+                }
+                (kind, key)
+            }
+            Command::Delete { kind, key, .. } => (kind, key),
+        };
+        check_name("kind", kind, MAX_KIND_LEN)?;
+        check_name("key", key, MAX_KEY_LEN)
+    }
+}
+
+fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), InvalidCommand> {
+    if value.is_empty() {
+        return Err(InvalidCommand::Empty(field));
+    }
+    if value.len() > max {
+        return Err(InvalidCommand::TooLong { field, len: value.len(), max });
+    }
+    if value.contains('\0') {
+        return Err(InvalidCommand::Nul(field));
+    }
+    Ok(())
+}
+
+/// Why a command was refused before replication.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InvalidCommand {
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    #[error("{field} is {len} bytes long; at most {max} are allowed")]
+    TooLong { field: &'static str, len: usize, max: usize },
+    #[error("{0} must not contain a NUL character")]
+    Nul(&'static str),
+    #[error("value is {0} bytes; at most {MAX_VALUE_LEN} are allowed")]
+    ValueTooLarge(usize),
+}
+
+/// What applying one entry produced. Blank and membership entries produce the default.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The revision after the entry was applied.
+    pub revision: u64,
+    /// Set when a compare-and-set failed: the record's actual `mod_revision` (0: missing).
+    /// Nothing was changed then.
+    pub conflict: Option<u64>,
+}
+
+/// A stored record.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub kind: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeOp {
+    Put,
+    Delete,
+}
+
+/// One entry of the change history, keyed by its revision.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub revision: u64,
+    pub op: ChangeOp,
+    /// For a delete: the record as it was, with `mod_revision` set to the deleting revision.
+    pub record: Record,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(kind: &str, key: &str) -> Command {
+        Command::Put {
+            kind: kind.into(),
+            key: key.into(),
+            value: vec![],
+            expect_mod_revision: None,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(put("", "k").validate(), Err(InvalidCommand::Empty("kind")));
+        assert_eq!(put("policy", "").validate(), Err(InvalidCommand::Empty("key")));
+        assert_eq!(put("a\0b", "k").validate(), Err(InvalidCommand::Nul("kind")));
+        let long = "x".repeat(MAX_KEY_LEN + 1);
+        assert_eq!(
+            put("policy", &long).validate().map_err(|e| e.to_string()),
+            Err(format!(
+                "key is {} bytes long; at most {MAX_KEY_LEN} are allowed",
+                MAX_KEY_LEN + 1
+            ))
+        );
+        assert_eq!(put("policy", "radiology/base").validate(), Ok(()));
+    }
+}

@@ -1,0 +1,27 @@
+//! Compiles `bulwark/v1/*.proto` with a vendored `protoc`, so a fresh machine needs no
+//! system package to build the workspace.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let files = [
+        "bulwark/v1/raft.proto",
+        "bulwark/v1/cluster.proto",
+        "bulwark/v1/store.proto",
+        "bulwark/v1/agent.proto",
+        "bulwark/v1/policy.proto",
+        "bulwark/v1/fleet.proto",
+        "bulwark/v1/event.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("bulwark_descriptor.bin"))
+        .compile_with_config(config, &files, &["."])?;
+    Ok(())
+}
