@@ -2,12 +2,12 @@
 //! and the gRPC peer network.
 
 pub mod log_store;
-// pub mod network;
+pub mod network;
 pub mod state_machine;
 
 use std::io::Cursor;
 
-use crate::store::{Command, WriteOutcome};
+use crate::store::{Proposal, WriteOutcome};
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;
@@ -18,7 +18,7 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// Bulwark's Raft type configuration.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = WriteOutcome,
         NodeId = NodeId,
         Node = openraft::BasicNode,

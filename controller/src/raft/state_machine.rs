@@ -5,6 +5,8 @@
 //! - `r/<kind>\0<key>` → [`Record`]
 //! - `h/<revision, big-endian>` → [`Change`] (the newest [`HISTORY_KEEP`] changes)
 //! - `m/applied`, `m/membership`, `m/revision` → applied log id, membership, revision
+//! - `d/<request id>` → the [`WriteOutcome`] of a recent client request, and
+//!   `x/<log index>` → that request id, so ids expire after [`DEDUPE_WINDOW`] entries
 //!
 //! Tree `sm_snapshot` holds the newest snapshot (meta and data).
 
@@ -21,16 +23,21 @@ use super::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, decode,
     encode,
 };
-use crate::store::{Change, ChangeOp, Command, Record, WriteOutcome};
+use crate::store::{Change, ChangeOp, Command, Proposal, Record, WriteOutcome};
 
 /// How many changes the history keeps for watchers; older revisions are compacted.
 pub const HISTORY_KEEP: u64 = 100_000;
+
+/// How many log entries a request id is remembered for, to apply a retried write once.
+pub const DEDUPE_WINDOW: u64 = 100_000;
 
 const APPLIED: &[u8] = b"m/applied";
 const MEMBERSHIP: &[u8] = b"m/membership";
 const REVISION: &[u8] = b"m/revision";
 const RECORD_PREFIX: &[u8] = b"r/";
 const HISTORY_PREFIX: &[u8] = b"h/";
+const DEDUPE_PREFIX: &[u8] = b"d/";
+const EXPIRY_PREFIX: &[u8] = b"x/";
 const CURRENT_SNAPSHOT: &[u8] = b"current";
 
 fn record_key(kind: &str, key: &str) -> Vec<u8> {
@@ -57,11 +64,25 @@ fn history_key(revision: u64) -> [u8; 10] {
     k
 }
 
+fn dedupe_key(id: u128) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[..2].copy_from_slice(DEDUPE_PREFIX);
+    k[2..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn expiry_key(index: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(EXPIRY_PREFIX);
+    k[2..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
 /// The serialized form of a snapshot: every record, the retained history and the revision.
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
     revision: u64,
-    /// Raw `r/` and `h/` pairs of tree `sm`.
+    /// Raw `r/`, `h/`, `d/` and `x/` pairs of tree `sm`.
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -148,6 +169,15 @@ impl Reader {
     }
 }
 
+/// One `apply` call's writes: the sled batch, and what it already wrote, so later entries
+/// of the same call see earlier ones.
+#[derive(Default)]
+struct Batch {
+    ops: sled::Batch,
+    records: HashMap<Vec<u8>, Option<Record>>,
+    requests: HashMap<u128, WriteOutcome>,
+}
+
 /// The applied state, owned by openraft's state machine worker.
 pub struct StateMachine {
     db: sled::Db,
@@ -223,12 +253,11 @@ impl StateMachine {
         }
     }
 
-    /// Applies one command into `batch`, using `overlay` for writes earlier in the batch.
+    /// Applies one command into `batch`.
     fn apply_command(
         &mut self,
         cmd: Command,
-        batch: &mut sled::Batch,
-        overlay: &mut HashMap<Vec<u8>, Option<Record>>,
+        batch: &mut Batch,
     ) -> Result<WriteOutcome, StorageError> {
         let (kind, key, expect) = match &cmd {
             Command::Put { kind, key, expect_mod_revision, .. }
@@ -237,7 +266,7 @@ impl StateMachine {
             }
         };
         let rkey = record_key(kind, key);
-        let current = self.current_record(overlay, &rkey)?;
+        let current = self.current_record(&batch.records, &rkey)?;
         let actual = current.as_ref().map_or(0, |r| r.mod_revision);
         if let Some(expected) = expect
             && expected != actual
@@ -264,19 +293,51 @@ impl StateMachine {
         self.revision = change.revision;
         match change.op {
             ChangeOp::Put => {
-                batch.insert(rkey.clone(), encode(&change.record).map_err(|e| err(&e))?);
-                overlay.insert(rkey, Some(change.record.clone()));
+                batch.ops.insert(rkey.clone(), encode(&change.record).map_err(|e| err(&e))?);
+                batch.records.insert(rkey, Some(change.record.clone()));
             }
             ChangeOp::Delete => {
-                batch.remove(rkey.clone());
-                overlay.insert(rkey, None);
+                batch.ops.remove(rkey.clone());
+                batch.records.insert(rkey, None);
             }
         }
-        batch.insert(&history_key(change.revision), encode(&change).map_err(|e| err(&e))?);
+        batch.ops.insert(&history_key(change.revision), encode(&change).map_err(|e| err(&e))?);
         if change.revision > HISTORY_KEEP {
-            batch.remove(&history_key(change.revision - HISTORY_KEEP));
+            batch.ops.remove(&history_key(change.revision - HISTORY_KEEP));
         }
         Ok(WriteOutcome { revision: self.revision, conflict: None })
+    }
+
+    /// Applies a proposal once per request id: a retried id returns the first outcome.
+    fn apply_proposal(
+        &mut self,
+        index: u64,
+        proposal: Proposal,
+        batch: &mut Batch,
+    ) -> Result<WriteOutcome, StorageError> {
+        if index > DEDUPE_WINDOW {
+            let expired = expiry_key(index - DEDUPE_WINDOW);
+            if let Some(id) = self.tree.get(expired).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
+                batch.ops.remove(&expired);
+                batch.ops.remove(&[DEDUPE_PREFIX, &id[..]].concat()[..]);
+            }
+        }
+        let Some(id) = proposal.request_id else {
+            return self.apply_command(proposal.command, batch);
+        };
+        if let Some(outcome) = batch.requests.get(&id) {
+            return Ok(outcome.clone());
+        }
+        let dkey = dedupe_key(id);
+        if let Some(bytes) = self.tree.get(dkey).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
+            tracing::debug!(request_id = id, "request already applied; returning its outcome");
+            return decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, &e));
+        }
+        let outcome = self.apply_command(proposal.command, batch)?;
+        batch.ops.insert(&dkey, encode(&outcome).map_err(|e| sm_err(ErrorVerb::Write, &e))?);
+        batch.ops.insert(&expiry_key(index), &id.to_be_bytes());
+        batch.requests.insert(id, outcome.clone());
+        Ok(outcome)
     }
 
     fn snapshot_from_stored(&self) -> Result<Option<Snapshot>, StorageError> {
@@ -334,14 +395,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
-        let mut overlay = HashMap::new();
+        let mut batch = Batch::default();
         let mut outcomes = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => WriteOutcome { revision: self.revision, conflict: None },
-                EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut batch, &mut overlay)?,
+                EntryPayload::Normal(p) => {
+                    self.apply_proposal(entry.log_id.index, p, &mut batch)?
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     WriteOutcome { revision: self.revision, conflict: None }
@@ -350,9 +412,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             outcomes.push(outcome);
         }
         for (k, v) in self.meta_pairs()? {
-            batch.insert(k, v);
+            batch.ops.insert(k, v);
         }
-        self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+        self.tree.apply_batch(batch.ops).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
         self.revision_tx.send_replace(self.revision);
         Ok(outcomes)
     }
@@ -365,7 +427,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             None => format!("0-0-{}", self.snapshot_seq),
         };
         // The copy is taken here, between applies, so the snapshot is consistent.
-        let pairs = [RECORD_PREFIX, HISTORY_PREFIX]
+        let pairs = [RECORD_PREFIX, HISTORY_PREFIX, DEDUPE_PREFIX, EXPIRY_PREFIX]
             .into_iter()
             .flat_map(|p| self.tree.scan_prefix(p))
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))

@@ -12,6 +12,20 @@ pub const MAX_KEY_LEN: usize = 512;
 /// Largest accepted record value, in bytes.
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
+/// What a client asks to commit: a command, and optionally an id that makes retries of
+/// the same write apply once (the state machine remembers the outcome of recent ids).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub request_id: Option<u128>,
+    pub command: Command,
+}
+
+impl From<Command> for Proposal {
+    fn from(command: Command) -> Self {
+        Self { request_id: None, command }
+    }
+}
+
 /// A mutation replicated through Raft.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Command {

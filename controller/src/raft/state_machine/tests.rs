@@ -25,7 +25,7 @@ fn openraft_storage_suite() -> Result<(), StorageError> {
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(cmd),
+        payload: EntryPayload::Normal(cmd.into()),
     }
 }
 
@@ -83,6 +83,24 @@ async fn revisions_history_and_compare_and_set() {
     let (records, at) = reader.list("policy").unwrap();
     assert_eq!((records.len(), at), (1, 4));
     assert!(reader.list("segment").unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn a_retried_request_id_applies_once() {
+    let (_dir, mut sm) = open();
+    let proposal = |id| Proposal { request_id: Some(id), command: put("a", "v", None) };
+    let at = |index, p: Proposal| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(p),
+    };
+    // The same id twice in one batch, then again in a later batch.
+    let out =
+        sm.apply(vec![at(1, proposal(7)), at(2, proposal(7)), at(3, proposal(8))]).await.unwrap();
+    assert_eq!(out.iter().map(|o| o.revision).collect::<Vec<_>>(), [1, 1, 2]);
+    let out = sm.apply(vec![at(4, proposal(7))]).await.unwrap();
+    assert_eq!(out[0].revision, 1);
+    assert_eq!(sm.reader().revision(), 2);
+    assert_eq!(sm.reader().changes(0, 2).unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -1,0 +1,177 @@
+//! The peer transport: openraft's RPCs over tonic with mutual TLS. Each request carries
+//! the sender's cluster name, so a node of another cluster is refused instead of joining.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bulwark_proto::v1::RaftPayload;
+use bulwark_proto::v1::raft_service_client::RaftServiceClient;
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, ClientTlsConfig};
+
+use super::{NodeId, TypeConfig, decode, encode};
+
+/// Metadata key naming the sender's cluster on every peer request.
+pub const CLUSTER_HEADER: &str = "x-bulwark-cluster";
+
+/// Connections to the other controllers, one lazily connected channel per address.
+#[derive(Clone)]
+pub struct Peers {
+    tls: ClientTlsConfig,
+    cluster_name: String,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    pub fn new(tls: ClientTlsConfig, cluster_name: String) -> Self {
+        Self { tls, cluster_name, channels: Arc::default() }
+    }
+
+    /// A channel to `addr` (`host:port`), created on first use and then shared.
+    pub fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Channel::from_shared(format!("https://{addr}"))
+            .map_err(|_| PeerError::InvalidAddress(addr.to_owned()))?
+            .tls_config(self.tls.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn raft_client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, PeerError> {
+        Ok(RaftServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20))
+    }
+
+    /// Wraps a message with this cluster's name.
+    pub fn request<T>(&self, message: T, timeout: Option<Duration>) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Ok(v) = self.cluster_name.parse() {
+            req.metadata_mut().insert(CLUSTER_HEADER, v);
+        }
+        if let Some(t) = timeout {
+            req.set_timeout(t);
+        }
+        req
+    }
+}
+
+/// A peer address that cannot be dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("invalid peer address {0:?} (expected host:port)")]
+    InvalidAddress(String),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerClient { target, addr: node.addr.clone(), peers: self.clone() }
+    }
+}
+
+/// openraft's handle to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    peers: Peers,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        method: Method,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .peers
+            .raft_client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let request = self.peers.request(RaftPayload { data }, Some(option.hard_ttl()));
+        let reply = match method {
+            Method::Append => client.append_entries(request).await,
+            Method::Vote => client.vote(request).await,
+            Method::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| status_to_rpc_error(&status))?.into_inner();
+        let result: Result<Resp, E> =
+            decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+fn status_to_rpc_error<E: std::error::Error>(
+    status: &tonic::Status,
+) -> RPCError<NodeId, BasicNode, E> {
+    match status.code() {
+        // The peer is down, restarting, or not listening yet: openraft backs off.
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(status))
+        }
+        _ => RPCError::Network(NetworkError::new(status)),
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.call(Method::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call(Method::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.call(Method::Vote, &rpc, &option).await
+    }
+}
