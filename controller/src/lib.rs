@@ -1,6 +1,40 @@
 //! The Bulwark controller: a Raft-replicated (openraft) store of typed, revisioned
 //! records on sled, served over mutual-TLS gRPC (tonic + rustls).
+//!
+//! [`run`] is what the `bulwark-controller` binary calls; [`client`] is what `bulwarkctl`,
+//! the lab and the benchmarks use to talk to a cluster.
 
+pub mod client;
+pub mod config;
+pub mod ctl;
+pub mod grpc;
+pub mod node;
 pub mod raft;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+pub use node::{NodeConfig, StartError};
+
+/// Binds the controller's listener, naming the address when it is taken.
+pub async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr: addr.to_owned(), source })
+}
+
+/// Runs a controller node on `listener` until `shutdown` resolves, then stops Raft.
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    let node = node::Node::start(config).await?;
+    let served = grpc::serve(node.clone(), listener, shutdown).await;
+    node.shutdown().await;
+    served.map_err(|e| StartError::Raft(format!("gRPC server failed: {e}")))
+}

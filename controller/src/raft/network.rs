@@ -65,7 +65,9 @@ impl Peers {
     /// Wraps a message with this cluster's name.
     pub fn request<T>(&self, message: T, timeout: Option<Duration>) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
-        if let Ok(v) = self.cluster_name.parse() {
+        if !self.cluster_name.is_empty()
+            && let Ok(v) = self.cluster_name.parse()
+        {
             req.metadata_mut().insert(CLUSTER_HEADER, v);
         }
         if let Some(t) = timeout {

@@ -143,21 +143,24 @@ impl Reader {
         Ok((records, revision))
     }
 
+    /// The oldest revision the history still holds (`None`: no change retained).
+    pub fn oldest_retained(&self) -> Result<Option<u64>, ReadError> {
+        let Some(k) = self.tree.scan_prefix(HISTORY_PREFIX).keys().next() else {
+            return Ok(None);
+        };
+        let k = k?;
+        let mut be = [0u8; 8];
+        be.copy_from_slice(&k[HISTORY_PREFIX.len()..]);
+        Ok(Some(u64::from_be_bytes(be)))
+    }
+
     /// Changes with revision in `(after, up_to]`, in order. Fails when the history no longer
     /// holds revision `after + 1`.
     pub fn changes(&self, after: u64, up_to: u64) -> Result<Vec<Change>, ReadError> {
         if after >= up_to {
             return Ok(Vec::new());
         }
-        let oldest = match self.tree.scan_prefix(HISTORY_PREFIX).keys().next() {
-            Some(k) => {
-                let k = k?;
-                let mut be = [0u8; 8];
-                be.copy_from_slice(&k[HISTORY_PREFIX.len()..]);
-                u64::from_be_bytes(be)
-            }
-            None => up_to + 1,
-        };
+        let oldest = self.oldest_retained()?.unwrap_or(up_to + 1);
         if after + 1 < oldest {
             return Err(ReadError::Compacted { requested: after + 1, oldest });
         }
@@ -489,6 +492,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.snapshot_from_stored()
     }
+}
+
+/// The revision a snapshot's data was taken at.
+pub fn snapshot_revision(data: &[u8]) -> Result<u64, postcard::Error> {
+    Ok(decode::<SnapshotPayload>(data)?.revision)
 }
 
 /// Opens the log store and state machine of a data directory's sled database.

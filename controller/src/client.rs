@@ -1,0 +1,395 @@
+//! An admin client for a controller cluster, used by `bulwarkctl`, the lab and the
+//! benchmarks. It tries the listed endpoints in turn, follows a node's "the leader is
+//! there" answer, and retries what is retryable (unavailable nodes, elections, lost
+//! quorum) until its deadline, so a caller sees one clear error or one result.
+//!
+//! Writes carry a random request id that stays the same across retries, so a write whose
+//! reply was lost is applied once.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bulwark_proto::v1 as pb;
+use bulwark_proto::v1::cluster_service_client::ClusterServiceClient;
+use bulwark_proto::v1::store_service_client::StoreServiceClient;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::grpc::status::{ACTUAL_REVISION, ERROR_KIND, LEADER_ADDR};
+use crate::raft::network::Peers;
+use crate::tls::TlsMaterial;
+
+/// A failed call, with the node that answered (or could not be reached).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{endpoint}: {message}")]
+pub struct ClientError {
+    pub endpoint: String,
+    pub code: Code,
+    /// The controller's error kind (`no-quorum`, `not-leader`, `conflict`, ...), when the
+    /// controller answered; `None` for transport failures.
+    pub kind: Option<String>,
+    pub message: String,
+    /// After a failed compare-and-set: the record's current revision.
+    pub actual_revision: Option<u64>,
+}
+
+impl ClientError {
+    fn from_status(endpoint: &str, status: &Status) -> Self {
+        let meta = |k| status.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut message = status.message().to_owned();
+        if message.is_empty() {
+            message = format!("{:?}", status.code());
+        }
+        if meta(ERROR_KIND).is_none() && status.code() == Code::Unavailable {
+            message = format!("unreachable: {message}");
+        }
+        ClientError {
+            endpoint: endpoint.to_owned(),
+            code: status.code(),
+            kind: meta(ERROR_KIND),
+            message,
+            actual_revision: meta(ACTUAL_REVISION).and_then(|v| v.parse().ok()),
+        }
+    }
+
+    fn local(message: String) -> Self {
+        ClientError {
+            endpoint: "-".into(),
+            code: Code::InvalidArgument,
+            kind: None,
+            message,
+            actual_revision: None,
+        }
+    }
+
+    /// True when the controller reported that no quorum is available.
+    pub fn is_no_quorum(&self) -> bool {
+        matches!(self.kind.as_deref(), Some("no-quorum" | "no-leader"))
+    }
+}
+
+/// Where reads are served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// Linearizable (ReadIndex through the leader): sees every acknowledged write.
+    #[default]
+    Linearizable,
+    /// Whatever the contacted node has applied.
+    Stale,
+}
+
+impl From<ReadMode> for i32 {
+    fn from(m: ReadMode) -> i32 {
+        match m {
+            ReadMode::Linearizable => pb::Consistency::Linearizable as i32,
+            ReadMode::Stale => pb::Consistency::Stale as i32,
+        }
+    }
+}
+
+/// Normalises `https://host:port/` and `host:port` to `host:port`.
+pub fn normalize_endpoint(e: &str) -> String {
+    e.trim().trim_start_matches("https://").trim_end_matches('/').to_owned()
+}
+
+/// A cluster client. Clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    pool: Peers,
+    endpoints: Vec<String>,
+    current: std::sync::Arc<Mutex<String>>,
+    retry_for: Duration,
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port`, tried in order) that retries retryable
+    /// failures for up to `retry_for`.
+    pub fn new(
+        tls: &TlsMaterial,
+        endpoints: &[String],
+        retry_for: Duration,
+    ) -> Result<Self, ClientError> {
+        let endpoints: Vec<String> =
+            endpoints.iter().map(|e| normalize_endpoint(e)).filter(|e| !e.is_empty()).collect();
+        let Some(first) = endpoints.first().cloned() else {
+            return Err(ClientError::local("no controller endpoint given (--endpoints)".into()));
+        };
+        Ok(Self {
+            pool: Peers::new(tls.client_config(), String::new()),
+            endpoints,
+            current: std::sync::Arc::new(Mutex::new(first)),
+            retry_for,
+        })
+    }
+
+    /// The same connections, pinned to one node and never moving to another: for
+    /// inspecting a particular node (status, stale reads).
+    pub fn pinned(&self, endpoint: &str) -> Client {
+        let endpoint = normalize_endpoint(endpoint);
+        Client {
+            pool: self.pool.clone(),
+            endpoints: vec![endpoint.clone()],
+            current: std::sync::Arc::new(Mutex::new(endpoint)),
+            retry_for: self.retry_for,
+        }
+    }
+
+    /// The same client with another retry budget.
+    pub fn with_retry_for(&self, retry_for: Duration) -> Client {
+        Client { retry_for, ..self.clone() }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn current(&self) -> String {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_current(&self, e: &str) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = e.to_owned();
+    }
+
+    fn next_endpoint(&self, after: &str) -> String {
+        let pos = self.endpoints.iter().position(|e| e == after);
+        match pos {
+            Some(i) => self.endpoints[(i + 1) % self.endpoints.len()].clone(),
+            None => self.endpoints[0].clone(),
+        }
+    }
+
+    /// Runs `f` against the current node, moving to the leader or the next node and
+    /// retrying while the failure is retryable and the budget lasts.
+    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.retry_for;
+        let mut target = self.current();
+        let mut backoff = Duration::from_millis(25);
+        loop {
+            let channel =
+                self.pool.channel(&target).map_err(|e| ClientError::local(e.to_string()))?;
+            let status = match f(channel).await {
+                Ok(v) => {
+                    self.set_current(&target);
+                    return Ok(v);
+                }
+                Err(status) => status,
+            };
+            let err = ClientError::from_status(&target, &status);
+            let retryable = status.code() == Code::Unavailable;
+            if !retryable || Instant::now() >= deadline {
+                return Err(err);
+            }
+            match (err.kind.as_deref(), status.metadata().get(LEADER_ADDR)) {
+                (Some("not-leader"), Some(addr)) => {
+                    if let Ok(addr) = addr.to_str() {
+                        tracing::debug!(from = %target, to = addr, "following the leader");
+                        target = addr.to_owned();
+                        continue;
+                    }
+                }
+                // The node did not answer: try the next one.
+                (None, _) => target = self.next_endpoint(&target),
+                _ => {}
+            }
+            tracing::debug!(endpoint = %target, error = %err, "retrying");
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    fn cluster(channel: Channel) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(channel).max_decoding_message_size(256 << 20)
+    }
+
+    fn store(channel: Channel) -> StoreServiceClient<Channel> {
+        StoreServiceClient::new(channel).max_decoding_message_size(256 << 20)
+    }
+
+    /// The status of the node this client talks to.
+    pub async fn status(&self) -> Result<pb::NodeStatus, ClientError> {
+        self.call(|c| async move {
+            Ok(Self::cluster(c).status(pb::StatusRequest {}).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn init(&self, members: Vec<pb::Member>) -> Result<pb::MembershipReply, ClientError> {
+        self.call(|c| {
+            let members = members.clone();
+            async move { Ok(Self::cluster(c).init(pb::InitRequest { members }).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        addr: &str,
+    ) -> Result<pb::MembershipReply, ClientError> {
+        let addr = normalize_endpoint(addr);
+        self.call(|c| {
+            let req = pb::AddLearnerRequest { id, addr: addr.clone() };
+            async move { Ok(Self::cluster(c).add_learner(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn promote(&self, id: u64) -> Result<pb::MembershipReply, ClientError> {
+        self.call(|c| async move {
+            Ok(Self::cluster(c).promote(pb::PromoteRequest { id }).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn remove(&self, id: u64) -> Result<pb::MembershipReply, ClientError> {
+        self.call(|c| async move {
+            Ok(Self::cluster(c).remove_node(pb::RemoveNodeRequest { id }).await?.into_inner())
+        })
+        .await
+    }
+
+    /// Streams a snapshot built on the contacted node into `out`; returns its description.
+    pub async fn snapshot_save(
+        &self,
+        out: &mut (impl std::io::Write + Send),
+    ) -> Result<pb::SnapshotInfo, ClientError> {
+        let endpoint = self.current();
+        let channel =
+            self.pool.channel(&endpoint).map_err(|e| ClientError::local(e.to_string()))?;
+        let status = |s: Status| ClientError::from_status(&endpoint, &s);
+        let mut stream = Self::cluster(channel)
+            .snapshot_save(pb::SnapshotSaveRequest {})
+            .await
+            .map_err(status)?
+            .into_inner();
+        let mut info = None;
+        while let Some(chunk) = stream.message().await.map_err(status)? {
+            if chunk.info.is_some() {
+                info = chunk.info;
+            }
+            out.write_all(&chunk.data)
+                .map_err(|e| ClientError::local(format!("writing snapshot: {e}")))?;
+        }
+        info.ok_or_else(|| ClientError::local("the snapshot stream carried no description".into()))
+    }
+
+    fn request_id() -> Vec<u8> {
+        rand::random::<u128>().to_be_bytes().to_vec()
+    }
+
+    /// Writes a record; `expect_mod_revision` makes it a compare-and-set.
+    pub async fn put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: Vec<u8>,
+        expect_mod_revision: Option<u64>,
+    ) -> Result<pb::WriteReply, ClientError> {
+        let req = pb::PutRequest {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            value,
+            expect_mod_revision,
+            request_id: Self::request_id(),
+        };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::store(c).put(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn delete(
+        &self,
+        kind: &str,
+        key: &str,
+        expect_mod_revision: Option<u64>,
+    ) -> Result<pb::WriteReply, ClientError> {
+        let req = pb::DeleteRequest {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            expect_mod_revision,
+            request_id: Self::request_id(),
+        };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::store(c).delete(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn get(
+        &self,
+        kind: &str,
+        key: &str,
+        mode: ReadMode,
+    ) -> Result<pb::GetReply, ClientError> {
+        let req =
+            pb::GetRequest { kind: kind.to_owned(), key: key.to_owned(), consistency: mode.into() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::store(c).get(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list(&self, kind: &str, mode: ReadMode) -> Result<pb::ListReply, ClientError> {
+        let req = pb::ListRequest { kind: kind.to_owned(), consistency: mode.into() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::store(c).list(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Opens a watch on the current node for changes after `after_revision`.
+    pub async fn watch(
+        &self,
+        kind: &str,
+        after_revision: u64,
+    ) -> Result<tonic::Streaming<pb::WatchEvent>, ClientError> {
+        let req = pb::WatchRequest { kind: kind.to_owned(), after_revision };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::store(c).watch(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// The status of every member the contacted node knows of, each asked directly
+    /// (`Err` for a member that did not answer within `timeout`).
+    pub async fn member_statuses(
+        &self,
+        timeout: Duration,
+    ) -> Result<(pb::NodeStatus, Vec<(pb::Member, Result<pb::NodeStatus, ClientError>)>), ClientError>
+    {
+        let first = self.status().await?;
+        let asks = first.members.iter().map(|m| {
+            let pinned = self.pinned(&m.addr).with_retry_for(Duration::ZERO);
+            let m = m.clone();
+            async move {
+                let status = match tokio::time::timeout(timeout, pinned.status()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ClientError {
+                        endpoint: m.addr.clone(),
+                        code: Code::DeadlineExceeded,
+                        kind: None,
+                        message: format!("no answer within {} ms", timeout.as_millis()),
+                        actual_revision: None,
+                    }),
+                };
+                (m, status)
+            }
+        });
+        let members = futures::future::join_all(asks).await;
+        Ok((first, members))
+    }
+}

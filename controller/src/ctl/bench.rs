@@ -1,0 +1,213 @@
+//! `bulwarkctl bench`: write throughput and latency against a running cluster, and the
+//! fsync latency of a disk (the floor under every durable commit).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+
+use super::{Cli, CtlError};
+use crate::client::Client;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Durable writes of fixed-size records through the leader, at several concurrencies.
+    Put {
+        /// Concurrent clients per round, comma-separated; one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+        clients: Vec<usize>,
+        /// How long each round writes.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Bytes per record value.
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+        /// TLS connections the clients of a round share (at most one per client).
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Latency of write + fdatasync of 4 KiB to a file in DIR.
+    Fsync {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+}
+
+/// Latency summary of one round.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Round {
+    pub clients: usize,
+    pub writes: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub writes_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The value at quantile `q` of sorted samples, in milliseconds.
+pub fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<(), CtlError> {
+    match cmd {
+        BenchCmd::Put { clients, duration, value_size, connections, json } => {
+            let base = cli.client()?;
+            let status = base.status().await?;
+            let leader = status
+                .members
+                .iter()
+                .find(|m| m.id == status.leader_id)
+                .map(|m| m.addr.clone())
+                .ok_or_else(|| CtlError::Usage("the cluster has no leader".into()))?;
+            println!(
+                "bench put: {value_size}-byte values, {duration:?} per round, writes to leader {leader}"
+            );
+            println!(
+                "{:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>7}",
+                "clients", "writes", "writes/s", "p50 ms", "p99 ms", "max ms", "errors"
+            );
+            let mut rounds = Vec::new();
+            for &c in clients {
+                let round = put_round(
+                    cli,
+                    &leader,
+                    c,
+                    (*connections).clamp(1, c.max(1)),
+                    *duration,
+                    *value_size,
+                )
+                .await?;
+                println!(
+                    "{:>8} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+                    round.clients,
+                    round.writes,
+                    round.writes_per_sec,
+                    round.p50_ms,
+                    round.p99_ms,
+                    round.max_ms,
+                    round.errors
+                );
+                rounds.push(round);
+            }
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&rounds).unwrap_or_default();
+                std::fs::write(path, text)
+                    .map_err(|e| CtlError::Io(format!("cannot write {}: {e}", path.display())))?;
+            }
+            Ok(())
+        }
+        BenchCmd::Fsync { dir, count } => {
+            let (p50, p99) = fsync_latency(dir, *count)
+                .map_err(|e| CtlError::Io(format!("fsync bench in {}: {e}", dir.display())))?;
+            println!(
+                "fsync of 4 KiB in {}: p50 {p50:.2} ms, p99 {p99:.2} ms ({count} samples)",
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn put_round(
+    cli: &Cli,
+    leader: &str,
+    clients: usize,
+    connections: usize,
+    duration: Duration,
+    value_size: usize,
+) -> Result<Round, CtlError> {
+    // Each connection is its own client (own TLS connection), pinned to the leader.
+    let conns: Vec<Client> = (0..connections)
+        .map(|_| cli.client().map(|c| c.pinned(leader)))
+        .collect::<Result<_, _>>()?;
+    let value: Vec<u8> = (0..value_size).map(|i| (i % 251) as u8).collect();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let client = conns[i % conns.len()].clone();
+            let value = value.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0usize;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match client.put("bench", &format!("c{i}-{n}"), value.clone(), None).await {
+                        Ok(_) => lat.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                    n += 1;
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await.map_err(|e| CtlError::Io(format!("bench task failed: {e}")))?;
+        all.extend(lat);
+        errors += e;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    all.sort();
+    Ok(Round {
+        clients,
+        writes: all.len(),
+        errors,
+        seconds,
+        writes_per_sec: all.len() as f64 / seconds,
+        p50_ms: quantile_ms(&all, 0.50),
+        p99_ms: quantile_ms(&all, 0.99),
+        max_ms: all.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    })
+}
+
+/// Writes 4 KiB and fdatasyncs it `count` times; returns (p50, p99) in ms.
+pub fn fsync_latency(dir: &std::path::Path, count: usize) -> std::io::Result<(f64, f64)> {
+    let path = dir.join(format!(".bulwark-fsync-bench-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        let block = [0x5au8; 4096];
+        let mut lat = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            f.write_all(&block)?;
+            f.sync_data()?;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        Ok((quantile_ms(&lat, 0.5), quantile_ms(&lat, 0.99)))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        let s = ms(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(quantile_ms(&s, 0.5), 5.0);
+        assert_eq!(quantile_ms(&s, 0.99), 10.0);
+        assert_eq!(quantile_ms(&ms(&[7]), 0.5), 7.0);
+        assert_eq!(quantile_ms(&[], 0.5), 0.0);
+    }
+}
