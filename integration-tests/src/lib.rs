@@ -1,1 +1,9 @@
-//! placeholder
+//! The Bulwark lab: real controller processes with test certificates on 127.0.0.1, and
+//! helpers to wait on them. The end-to-end tests live in `tests/it/`.
+
+pub mod certs;
+pub mod cluster;
+pub mod wait;
+
+pub use cluster::{Cluster, ClusterOptions};
+pub use wait::eventually;

@@ -1,1 +1,3 @@
+//! End-to-end tests against real controller processes. Files are named by tier.
 
+mod t10_cluster;

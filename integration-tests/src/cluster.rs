@@ -1,0 +1,341 @@
+//! Real `bulwark-controller` processes on 127.0.0.1 with temporary data dirs and test
+//! certificates. [`Cluster`] starts, kills, stops, restarts and wipes nodes; dropping it
+//! kills every process and removes every file, also when a test panics (and then prints
+//! the tail of each node's log, to see why).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bulwark_controller::client::Client;
+use bulwark_controller::tls::{TlsFiles, TlsMaterial};
+use bulwark_proto::v1 as pb;
+
+use crate::certs::TestPki;
+use crate::wait::eventually;
+
+/// Settings passed to every node.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub cluster_name: String,
+    pub snapshot_threshold: u64,
+    pub snapshot_keep_logs: u64,
+    pub heartbeat: &'static str,
+    pub election_timeout: &'static str,
+    pub quorum_timeout: &'static str,
+    /// `BULWARK_LOG` for the nodes.
+    pub log: &'static str,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            cluster_name: "bulwark-lab".into(),
+            snapshot_threshold: 10_000,
+            snapshot_keep_logs: 1_000,
+            heartbeat: "100ms",
+            election_timeout: "500ms",
+            quorum_timeout: "3s",
+            log: "info,openraft=warn",
+        }
+    }
+}
+
+/// One node's process and files.
+pub struct NodeProc {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub tls: TlsFiles,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+/// A cluster of controller processes.
+pub struct Cluster {
+    // Dropped last (declared last): files go after processes.
+    pub nodes: BTreeMap<u64, NodeProc>,
+    pub options: ClusterOptions,
+    pub admin: TlsFiles,
+    pki: TestPki,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// The directory holding this workspace's binaries (`target/<profile>`), found from the
+/// running executable (a test in `deps/`, or a binary beside the others).
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("executable has no directory")?.to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+/// The path of a workspace binary, with a clear error when it was not built.
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries first (cargo build --workspace --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the node binds it right after).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Cluster {
+    /// Starts `n` nodes and initializes them as one cluster of `n` voters.
+    pub async fn start(n: u64) -> Result<Self> {
+        Self::start_with(n, ClusterOptions::default()).await
+    }
+
+    pub async fn start_with(n: u64, options: ClusterOptions) -> Result<Self> {
+        let mut cluster = Self::empty(options)?;
+        for id in 1..=n {
+            cluster.spawn(id)?;
+        }
+        cluster.init(&(1..=n).collect::<Vec<_>>()).await?;
+        Ok(cluster)
+    }
+
+    /// A cluster with a CA and no nodes yet.
+    pub fn empty(options: ClusterOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("bulwark-lab-").tempdir()?;
+        let pki = TestPki::create(&dir.path().join("pki"))?;
+        let admin = pki.admin("lab")?;
+        let bin = workspace_bin("bulwark-controller")?;
+        Ok(Self { nodes: BTreeMap::new(), options, admin, pki, bin, dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Creates node `id` (port, data dir, certificate) and starts its process. It is not a
+    /// member until `init` or `add_learner`.
+    pub fn spawn(&mut self, id: u64) -> Result<()> {
+        if self.nodes.contains_key(&id) {
+            bail!("node {id} already exists in this lab");
+        }
+        let node = NodeProc {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()?),
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            tls: self.pki.controller(id)?,
+            child: None,
+        };
+        self.nodes.insert(id, node);
+        self.restart(id)
+    }
+
+    /// The command line that starts node `id`, for tests that run it themselves.
+    pub fn command(&self, id: u64) -> Result<Command> {
+        let node = self.node(id)?;
+        let o = &self.options;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--node-id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(&node.addr)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--cluster-name")
+            .arg(&o.cluster_name)
+            .arg("--tls-ca")
+            .arg(&node.tls.ca)
+            .arg("--tls-cert")
+            .arg(&node.tls.cert)
+            .arg("--tls-key")
+            .arg(&node.tls.key)
+            .arg("--snapshot-threshold")
+            .arg(o.snapshot_threshold.to_string())
+            .arg("--snapshot-keep-logs")
+            .arg(o.snapshot_keep_logs.to_string())
+            .arg("--heartbeat")
+            .arg(o.heartbeat)
+            .arg("--election-timeout")
+            .arg(o.election_timeout)
+            .arg("--quorum-timeout")
+            .arg(o.quorum_timeout)
+            .env("BULWARK_LOG", o.log)
+            .env_remove("BULWARK_CONFIG")
+            .stdin(Stdio::null());
+        Ok(cmd)
+    }
+
+    fn node(&self, id: u64) -> Result<&NodeProc> {
+        self.nodes.get(&id).with_context(|| format!("no node {id} in this lab"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> Result<&mut NodeProc> {
+        self.nodes.get_mut(&id).with_context(|| format!("no node {id} in this lab"))
+    }
+
+    /// (Re)starts node `id`'s process on its port and data dir.
+    pub fn restart(&mut self, id: u64) -> Result<()> {
+        let mut cmd = self.command(id)?;
+        let node = self.node_mut(id)?;
+        if node.is_running() {
+            bail!("node {id} is already running");
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
+        cmd.stdout(log.try_clone()?).stderr(log);
+        node.child = Some(cmd.spawn().with_context(|| format!("starting node {id}"))?);
+        Ok(())
+    }
+
+    /// SIGKILL: the process dies at once, with whatever it had not flushed.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        let node = self.node_mut(id)?;
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit (SIGKILL after 10 s).
+    pub async fn stop(&mut self, id: u64) -> Result<()> {
+        let node = self.node_mut(id)?;
+        let Some(mut child) = node.child.take() else { return Ok(()) };
+        // kill(1) sends SIGTERM without unsafe FFI.
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let exited = eventually("the node to exit", Duration::from_secs(10), || {
+            let status = child.try_wait();
+            async move {
+                match status? {
+                    Some(s) => Ok(s),
+                    None => bail!("still running"),
+                }
+            }
+        })
+        .await;
+        if exited.is_err() {
+            let _ = child.kill();
+        }
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Kills node `id` and deletes its data dir (the node is still a member).
+    pub fn wipe(&mut self, id: u64) -> Result<()> {
+        self.kill(id)?;
+        let dir = self.node(id)?.data_dir.clone();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes.get(&id).map(|n| n.addr.clone()).unwrap_or_default()
+    }
+
+    pub fn tls(&self) -> Result<TlsMaterial> {
+        Ok(TlsMaterial::load(&self.admin)?)
+    }
+
+    /// A client for every node of the lab, retrying for up to 10 s.
+    pub fn client(&self) -> Result<Client> {
+        let endpoints: Vec<String> = self.nodes.values().map(|n| n.addr.clone()).collect();
+        Ok(Client::new(&self.tls()?, &endpoints, Duration::from_secs(10))?)
+    }
+
+    /// A client that only ever talks to node `id`.
+    pub fn node_client(&self, id: u64) -> Result<Client> {
+        Ok(Client::new(&self.tls()?, &[self.addr(id)], Duration::from_secs(10))?)
+    }
+
+    /// Initializes the cluster on the first of `voters` with all of them as voters, and
+    /// waits for a leader.
+    pub async fn init(&self, voters: &[u64]) -> Result<u64> {
+        let first = *voters.first().context("no voters")?;
+        let members: Vec<pb::Member> = voters
+            .iter()
+            .map(|&id| pb::Member { id, addr: self.addr(id), voter: true })
+            .collect();
+        // The nodes may still be starting: init retries while they are unreachable.
+        let client = self.node_client(first)?;
+        eventually("cluster init", Duration::from_secs(20), || {
+            let members = members.clone();
+            let client = client.clone();
+            async move { Ok(client.init(members).await?) }
+        })
+        .await?;
+        self.wait_for_leader(Duration::from_secs(10)).await
+    }
+
+    /// Waits until every running member agrees on one leader; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+        let running: Vec<u64> =
+            self.nodes.iter().filter(|(_, n)| n.child.is_some()).map(|(id, _)| *id).collect();
+        let clients: Vec<(u64, Client)> = running
+            .iter()
+            .map(|&id| Ok((id, self.node_client(id)?.with_retry_for(Duration::ZERO))))
+            .collect::<Result<_>>()?;
+        eventually("an agreed leader", timeout, || {
+            let clients = clients.clone();
+            async move {
+                let mut leaders = std::collections::BTreeSet::new();
+                for (id, c) in &clients {
+                    let s = c.status().await?;
+                    if s.members.iter().any(|m| m.id == *id) {
+                        leaders.insert(s.leader_id);
+                    }
+                }
+                match leaders.into_iter().collect::<Vec<_>>().as_slice() {
+                    [leader] if *leader != 0 => Ok(*leader),
+                    other => bail!("leaders seen: {other:?}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The status of node `id`, asked directly.
+    pub async fn status(&self, id: u64) -> Result<pb::NodeStatus> {
+        Ok(self.node_client(id)?.with_retry_for(Duration::ZERO).status().await?)
+    }
+
+    /// The last `lines` lines of node `id`'s log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let Ok(node) = self.node(id) else { return String::new() };
+        let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in &ids {
+            let _ = self.kill(*id);
+        }
+        if std::thread::panicking() {
+            for id in ids {
+                eprintln!("---- node {id} log (tail) ----\n{}", self.log_tail(id, 40));
+            }
+        }
+    }
+}
