@@ -42,7 +42,7 @@ impl ClientError {
         if message.is_empty() {
             message = format!("{:?}", status.code());
         }
-        if meta(ERROR_KIND).is_none() && status.code() == Code::Unavailable {
+        if is_transport_failure(status) {
             message = format!("unreachable: {message}");
         }
         ClientError {
@@ -68,6 +68,19 @@ impl ClientError {
     pub fn is_no_quorum(&self) -> bool {
         matches!(self.kind.as_deref(), Some("no-quorum" | "no-leader"))
     }
+}
+
+/// A failure of the connection rather than an answer from a controller (controllers tag
+/// their answers with `x-bulwark-error` or use other codes).
+fn is_transport_failure(status: &Status) -> bool {
+    status.metadata().get(ERROR_KIND).is_none()
+        && matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
+}
+
+/// Worth another try: the node or the cluster may be able to serve it shortly. Writes are
+/// safe to retry because they carry a request id.
+fn is_retryable(status: &Status) -> bool {
+    status.code() == Code::Unavailable || is_transport_failure(status)
 }
 
 /// Where reads are served from.
@@ -182,7 +195,7 @@ impl Client {
                 Err(status) => status,
             };
             let err = ClientError::from_status(&target, &status);
-            let retryable = status.code() == Code::Unavailable;
+            let retryable = is_retryable(&status);
             if !retryable || Instant::now() >= deadline {
                 return Err(err);
             }
@@ -201,7 +214,7 @@ impl Client {
             tracing::debug!(endpoint = %target, error = %err, "retrying");
             tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
                 .await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
 

@@ -55,7 +55,9 @@ pub struct ControllerArgs {
     /// Leader heartbeat interval [default: 100ms].
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub heartbeat: Option<Duration>,
-    /// Minimum election timeout; the maximum is twice this [default: 500ms].
+    /// Minimum election timeout; the maximum is twice this [default: 300ms]. A follower
+    /// calls an election this long (at random up to twice as long) after the leader lease,
+    /// which equals the maximum, ran out: 0.9-1.2 s after the last heartbeat by default.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub election_timeout: Option<Duration>,
     /// How long a write or linearizable read waits for a quorum [default: 5s].
@@ -184,7 +186,7 @@ mod tests {
         assert_eq!(r.node.advertise, "127.0.0.1:7403");
         assert_eq!(r.node.cluster_name, "bulwark");
         assert_eq!(r.node.tuning.heartbeat, Duration::from_millis(50));
-        assert_eq!(r.node.tuning.election_timeout_max, Duration::from_millis(1000));
+        assert_eq!(r.node.tuning.election_timeout_max, Duration::from_millis(600));
     }
 
     #[test]

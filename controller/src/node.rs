@@ -41,8 +41,8 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
             snapshot_threshold: 10_000,
             snapshot_keep_logs: 1_000,
             quorum_timeout: Duration::from_secs(5),
@@ -178,6 +178,8 @@ pub struct Status {
     pub members: Vec<MemberInfo>,
     pub revision: u64,
     pub snapshot_index: u64,
+    /// On a leader: time since a majority last acknowledged it.
+    pub quorum_ack_age: Option<Duration>,
 }
 
 /// How a read is served.
@@ -503,6 +505,7 @@ impl Node {
             members,
             revision: self.reader.revision(),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            quorum_ack_age: m.millis_since_quorum_ack.map(Duration::from_millis),
         }
     }
 

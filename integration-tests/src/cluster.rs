@@ -1,7 +1,7 @@
 //! Real `bulwark-controller` processes on 127.0.0.1 with temporary data dirs and test
 //! certificates. [`Cluster`] starts, kills, stops, restarts and wipes nodes; dropping it
 //! kills every process and removes every file, also when a test panics (and then prints
-//! the tail of each node's log, to see why).
+//! the tail of each node's log, to see why; `BULWARK_LAB_LOGS=1` prints them always).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -37,7 +37,7 @@ impl Default for ClusterOptions {
             snapshot_threshold: 10_000,
             snapshot_keep_logs: 1_000,
             heartbeat: "100ms",
-            election_timeout: "500ms",
+            election_timeout: "300ms",
             quorum_timeout: "3s",
             log: "info,openraft=warn",
         }
@@ -177,7 +177,10 @@ impl Cluster {
             .arg(o.election_timeout)
             .arg("--quorum-timeout")
             .arg(o.quorum_timeout)
-            .env("BULWARK_LOG", o.log)
+            .env(
+                "BULWARK_LOG",
+                std::env::var("BULWARK_LAB_NODE_LOG").unwrap_or_else(|_| o.log.into()),
+            )
             .env_remove("BULWARK_CONFIG")
             .stdin(Stdio::null());
         Ok(cmd)
@@ -270,10 +273,8 @@ impl Cluster {
     /// waits for a leader.
     pub async fn init(&self, voters: &[u64]) -> Result<u64> {
         let first = *voters.first().context("no voters")?;
-        let members: Vec<pb::Member> = voters
-            .iter()
-            .map(|&id| pb::Member { id, addr: self.addr(id), voter: true })
-            .collect();
+        let members: Vec<pb::Member> =
+            voters.iter().map(|&id| pb::Member { id, addr: self.addr(id), voter: true }).collect();
         // The nodes may still be starting: init retries while they are unreachable.
         let client = self.node_client(first)?;
         eventually("cluster init", Duration::from_secs(20), || {
@@ -332,7 +333,7 @@ impl Drop for Cluster {
         for id in &ids {
             let _ = self.kill(*id);
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("BULWARK_LAB_LOGS").is_some() {
             for id in ids {
                 eprintln!("---- node {id} log (tail) ----\n{}", self.log_tail(id, 40));
             }

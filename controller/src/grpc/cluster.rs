@@ -56,6 +56,7 @@ impl From<NodeStatus> for pb::NodeStatus {
             members: s.members.into_iter().map(member_to_pb).collect(),
             revision: s.revision,
             snapshot_index: s.snapshot_index,
+            quorum_ack_age_ms: s.quorum_ack_age.map(|d| d.as_millis() as u64),
         }
     }
 }

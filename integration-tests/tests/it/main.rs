@@ -1,3 +1,4 @@
 //! End-to-end tests against real controller processes. Files are named by tier.
 
 mod t10_cluster;
+mod t20_failover;

@@ -15,7 +15,8 @@ async fn three_nodes_apply_the_same_records_with_the_same_revisions() -> Result<
     let mut revisions = Vec::new();
     for i in 0..1000u64 {
         let client = &clients[(i % 3) as usize];
-        let reply = client.put("policy", &format!("p{i:04}"), format!("v{i}").into_bytes(), None).await?;
+        let reply =
+            client.put("policy", &format!("p{i:04}"), format!("v{i}").into_bytes(), None).await?;
         revisions.push(reply.revision);
     }
     // Every acknowledged write got the next revision.
