@@ -313,6 +313,12 @@ impl Cluster {
         .await
     }
 
+    /// Waits until node `id` answers (it has bound its port and loaded its state).
+    pub async fn wait_ready(&self, id: u64) -> Result<pb::NodeStatus> {
+        eventually(&format!("node {id} to answer"), Duration::from_secs(10), || self.status(id))
+            .await
+    }
+
     /// The status of node `id`, asked directly.
     pub async fn status(&self, id: u64) -> Result<pb::NodeStatus> {
         Ok(self.node_client(id)?.with_retry_for(Duration::ZERO).status().await?)

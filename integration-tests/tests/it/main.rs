@@ -2,3 +2,5 @@
 
 mod t10_cluster;
 mod t20_failover;
+mod t30_catchup;
+mod t40_watch;
