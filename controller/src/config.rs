@@ -108,7 +108,19 @@ pub struct Resolved {
 fn read_file(path: &Path) -> Result<FileConfig, StartError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| StartError::Config(format!("cannot read --config {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| StartError::Config(format!("{}: {e}", path.display())))
+    toml::from_str(&text).map_err(|e| {
+        // One line: FILE:LINE:COLUMN: message.
+        let (line, col) = e.span().map_or((1, 1), |span| line_col(&text, span.start));
+        StartError::Config(format!("{}:{line}:{col}: {}", path.display(), e.message().trim()))
+    })
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 impl ControllerArgs {
@@ -201,9 +213,8 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "node_id = 1\nnode_idd = 2\n").unwrap();
         let err = args(&["--config", file.to_str().unwrap()]).resolve().unwrap_err().to_string();
-        assert!(
-            err.contains("c.toml") && err.contains("line 2") && err.contains("node_idd"),
-            "{err}"
-        );
+        let want =
+            format!("invalid configuration: {}:2:1: unknown field `node_idd`", file.display());
+        assert!(err.starts_with(&want), "{err}");
     }
 }

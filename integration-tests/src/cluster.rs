@@ -47,6 +47,8 @@ impl Default for ClusterOptions {
 /// One node's process and files.
 pub struct NodeProc {
     pub id: u64,
+    /// `--cluster-name` of this node (the lab's, unless spawned for another cluster).
+    pub cluster_name: String,
     pub addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -133,11 +135,18 @@ impl Cluster {
     /// Creates node `id` (port, data dir, certificate) and starts its process. It is not a
     /// member until `init` or `add_learner`.
     pub fn spawn(&mut self, id: u64) -> Result<()> {
+        let name = self.options.cluster_name.clone();
+        self.spawn_named(id, &name)
+    }
+
+    /// Like [`spawn`](Self::spawn), with another `--cluster-name` (same CA).
+    pub fn spawn_named(&mut self, id: u64, cluster_name: &str) -> Result<()> {
         if self.nodes.contains_key(&id) {
             bail!("node {id} already exists in this lab");
         }
         let node = NodeProc {
             id,
+            cluster_name: cluster_name.to_owned(),
             addr: format!("127.0.0.1:{}", free_port()?),
             data_dir: self.dir.path().join(format!("node-{id}")),
             log: self.dir.path().join(format!("node-{id}.log")),
@@ -160,7 +169,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--cluster-name")
-            .arg(&o.cluster_name)
+            .arg(&node.cluster_name)
             .arg("--tls-ca")
             .arg(&node.tls.ca)
             .arg("--tls-cert")

@@ -1,5 +1,6 @@
 //! End-to-end tests against real controller processes. Files are named by tier.
 
+mod t05_operator;
 mod t10_cluster;
 mod t20_failover;
 mod t30_catchup;
