@@ -238,12 +238,13 @@ async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> Result<(), CtlError> {
             println!("node {id} removed; members:");
             print_members(&reply);
         }
-        ClusterCmd::Status { json } => status(&client, *json).await?,
+        ClusterCmd::Status { json } => print_status(&client, *json).await?,
     }
     Ok(())
 }
 
-async fn status(client: &Client, json: bool) -> Result<(), CtlError> {
+/// Prints every member of the cluster `client` reaches: a table, or JSON.
+pub async fn print_status(client: &Client, json: bool) -> Result<(), CtlError> {
     let (first, members) = client.member_statuses(Duration::from_secs(2)).await?;
     if json {
         let rows: Vec<serde_json::Value> = members
@@ -274,8 +275,8 @@ async fn status(client: &Client, json: bool) -> Result<(), CtlError> {
     }
     println!("cluster {:?}", first.cluster_name);
     println!(
-        "{:<4} {:<22} {:<13} {:>6} {:>10} {:>10} {:>10}  {}",
-        "ID", "ADDRESS", "ROLE", "TERM", "LAST LOG", "APPLIED", "REVISION", "REACHABLE"
+        "{:<4} {:<22} {:<13} {:>6} {:>10} {:>10} {:>10}  REACHABLE",
+        "ID", "ADDRESS", "ROLE", "TERM", "LAST LOG", "APPLIED", "REVISION"
     );
     for (m, s) in &members {
         match s {

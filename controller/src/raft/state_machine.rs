@@ -78,6 +78,9 @@ fn expiry_key(index: u64) -> [u8; 10] {
     k
 }
 
+/// A metadata key of tree `sm` and its encoded value.
+type MetaPair = (&'static [u8], Vec<u8>);
+
 /// The serialized form of a snapshot: every record, the retained history and the revision.
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
@@ -232,7 +235,7 @@ impl StateMachine {
         Reader { tree: self.tree.clone(), revision: self.revision_tx.subscribe() }
     }
 
-    fn meta_pairs(&self) -> Result<[(&'static [u8], Vec<u8>); 3], StorageError> {
+    fn meta_pairs(&self) -> Result<[MetaPair; 3], StorageError> {
         let err = |e: &dyn std::error::Error| sm_err(ErrorVerb::Write, e);
         Ok([
             (APPLIED, encode(&self.last_applied).map_err(|e| err(&e))?),

@@ -2,6 +2,8 @@
 
 mod t05_operator;
 mod t10_cluster;
+mod t15_cli;
 mod t20_failover;
 mod t30_catchup;
 mod t40_watch;
+mod t90_demo;
