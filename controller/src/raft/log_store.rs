@@ -4,9 +4,15 @@
 //! vote is flushed in `save_vote` before it returns; appended entries are flushed before the
 //! `LogFlushed` callback fires, so a client write is acknowledged only once its entry is on
 //! disk on a majority.
+//!
+//! Group commit: `append` writes the entries to sled and hands the callback to a flusher
+//! task, so Raft keeps working while the disk syncs. The flusher takes every callback that
+//! queued up while the previous fsync ran, syncs once, and completes them in order: one
+//! fsync covers many appends under load, and a lone append still syncs at once.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
@@ -24,6 +30,24 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// The flusher thread's queue, started on first append.
+    flusher: Arc<OnceLock<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>>,
+}
+
+/// The flusher thread: syncs sled once for every batch of queued callbacks, then completes
+/// them in order. A plain thread with a blocking `flush`, because sled's `flush_async`
+/// hands each call to its own thread pool, which costs more than the sync under load.
+fn run_flusher(db: sled::Db, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let flushed = db.flush();
+        for callback in batch {
+            let result =
+                flushed.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+            callback.log_io_completed(result);
+        }
+    }
 }
 
 impl LogStore {
@@ -32,7 +56,21 @@ impl LogStore {
             db: db.clone(),
             log: db.open_tree("raft_log")?,
             meta: db.open_tree("raft_meta")?,
+            flusher: Arc::default(),
         })
+    }
+
+    fn flusher(&self) -> Result<&std::sync::mpsc::Sender<LogFlushed<TypeConfig>>, StorageError> {
+        if let Some(tx) = self.flusher.get() {
+            return Ok(tx);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let db = self.db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || run_flusher(db, rx))
+            .map_err(|e| logs_err(ErrorVerb::Write, &e))?;
+        Ok(self.flusher.get_or_init(|| tx))
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -173,11 +211,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
         self.log.apply_batch(batch).map_err(|e| logs_err(ErrorVerb::Write, &e))?;
-        let flushed = self.db.flush_async().await;
-        let reported =
-            flushed.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(reported);
-        flushed.map(|_| ()).map_err(|e| logs_err(ErrorVerb::Write, &e))
+        // The flusher only stops when every store handle is gone; if it did, report it.
+        if let Err(unsent) = self.flusher()?.send(callback) {
+            unsent.0.log_io_completed(Err(std::io::Error::other("log flusher stopped")));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
