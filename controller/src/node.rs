@@ -568,7 +568,15 @@ impl Node {
             nodes.insert(m.id, BasicNode { addr: m.addr });
         }
         match self.raft.initialize(nodes).await {
-            Ok(()) => Ok(0),
+            Ok(()) => {
+                // Report the members once this node has applied the initial membership.
+                self.raft
+                    .wait(Some(Duration::from_secs(5)))
+                    .metrics(|m| m.membership_config.membership().nodes().next().is_some(), "init")
+                    .await
+                    .map_err(|e| NodeError::Internal(format!("initial membership not applied: {e}")))?;
+                Ok(0)
+            }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
                 Err(NodeError::AlreadyExists("the cluster is already initialized".into()))
             }
