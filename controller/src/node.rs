@@ -574,7 +574,9 @@ impl Node {
                     .wait(Some(Duration::from_secs(5)))
                     .metrics(|m| m.membership_config.membership().nodes().next().is_some(), "init")
                     .await
-                    .map_err(|e| NodeError::Internal(format!("initial membership not applied: {e}")))?;
+                    .map_err(|e| {
+                        NodeError::Internal(format!("initial membership not applied: {e}"))
+                    })?;
                 Ok(0)
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
