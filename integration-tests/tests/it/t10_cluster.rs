@@ -51,3 +51,51 @@ async fn three_nodes_apply_the_same_records_with_the_same_revisions() -> Result<
     assert!(got.revision >= put.revision);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_health_and_requires_a_client_certificate() -> Result<()> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    let cluster = Cluster::start(3).await?;
+    let ca = Certificate::from_pem(std::fs::read(&cluster.admin.ca)?);
+    let identity =
+        Identity::from_pem(std::fs::read(&cluster.admin.cert)?, std::fs::read(&cluster.admin.key)?);
+    let channel = |tls: ClientTlsConfig, id: u64| {
+        Channel::from_shared(format!("https://{}", cluster.addr(id))).map(|e| e.tls_config(tls))
+    };
+    for id in [1, 2, 3] {
+        let tls = ClientTlsConfig::new().ca_certificate(ca.clone()).identity(identity.clone());
+        let mut health = HealthClient::new(channel(tls, id)??.connect().await?);
+        let service = "bulwark.v1.StoreService".to_owned();
+        let reply = health.check(HealthCheckRequest { service }).await?.into_inner();
+        assert_eq!(reply.status, ServingStatus::Serving as i32, "node {id}");
+    }
+
+    // Without a client certificate the handshake is refused.
+    let anonymous = ClientTlsConfig::new().ca_certificate(ca.clone());
+    let refused = async {
+        let mut health = HealthClient::new(channel(anonymous, 1)??.connect().await?);
+        health.check(HealthCheckRequest { service: String::new() }).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    assert!(refused.is_err(), "a client without a certificate was served");
+
+    // A certificate from another CA is refused too.
+    let other = bulwark_integration_tests::certs::TestPki::create(&cluster.dir().join("other-ca"))?;
+    let stranger = other.admin("stranger")?;
+    let tls = ClientTlsConfig::new().ca_certificate(ca).identity(Identity::from_pem(
+        std::fs::read(&stranger.cert)?,
+        std::fs::read(&stranger.key)?,
+    ));
+    let refused = async {
+        let mut health = HealthClient::new(channel(tls, 1)??.connect().await?);
+        health.check(HealthCheckRequest { service: String::new() }).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    assert!(refused.is_err(), "a client of another CA was served");
+    Ok(())
+}
