@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bulwark/v1/policy.proto",
         "bulwark/v1/fleet.proto",
         "bulwark/v1/event.proto",
+        "bulwark/v1/security.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -63,6 +63,16 @@ pub struct ControllerArgs {
     /// How long a write or linearizable read waits for a quorum [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub quorum_timeout: Option<Duration>,
+    /// The cluster CA's private key (mode 0600). With it this node signs agent
+    /// certificates at enrollment and renewal; without it, it refuses to.
+    #[arg(long, env = "BULWARK_CA_KEY", value_name = "FILE")]
+    pub ca_key: Option<PathBuf>,
+    /// Lifetime of agent certificates; agents renew at two thirds [default: 7d].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub agent_cert_ttl: Option<Duration>,
+    /// Enrollments per minute accepted from one source address [default: 60].
+    #[arg(long, value_name = "N")]
+    pub enroll_rate: Option<u32>,
 }
 
 /// The TOML file's keys.
@@ -85,6 +95,10 @@ struct FileConfig {
     election_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     quorum_timeout: Option<Duration>,
+    ca_key: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde_opt")]
+    agent_cert_ttl: Option<Duration>,
+    enroll_rate: Option<u32>,
 }
 
 mod humantime_serde_opt {
@@ -168,7 +182,20 @@ impl ControllerArgs {
             self.cluster_name.or(file.cluster_name).unwrap_or_else(|| "bulwark".into());
         Ok(Resolved {
             listen,
-            node: NodeConfig { node_id, advertise, data_dir, cluster_name, tls, tuning },
+            node: NodeConfig {
+                node_id,
+                advertise,
+                data_dir,
+                cluster_name,
+                tls,
+                tuning,
+                ca_key: self.ca_key.or(file.ca_key),
+                agent_cert_ttl: self
+                    .agent_cert_ttl
+                    .or(file.agent_cert_ttl)
+                    .unwrap_or(crate::pki::AGENT_VALIDITY),
+                enroll_rate: self.enroll_rate.or(file.enroll_rate).unwrap_or(60),
+            },
         })
     }
 }

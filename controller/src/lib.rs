@@ -9,7 +9,9 @@ pub mod config;
 pub mod ctl;
 pub mod grpc;
 pub mod node;
+pub mod pki;
 pub mod raft;
+pub mod security;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
@@ -36,5 +38,8 @@ pub async fn run(
     let node = node::Node::start(config).await?;
     let served = grpc::serve(node.clone(), listener, shutdown).await;
     node.shutdown().await;
-    served.map_err(|e| StartError::Raft(format!("gRPC server failed: {e}")))
+    served.map_err(|e| match e {
+        grpc::ServeError::Tls(why) => StartError::Config(format!("TLS: {why}")),
+        other => StartError::Raft(format!("gRPC server failed: {other}")),
+    })
 }

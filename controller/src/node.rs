@@ -60,6 +60,12 @@ pub struct NodeConfig {
     pub cluster_name: String,
     pub tls: TlsFiles,
     pub tuning: Tuning,
+    /// The CA key: with it this node signs agent certificates (enrollment, renewal).
+    pub ca_key: Option<PathBuf>,
+    /// Lifetime of agent certificates.
+    pub agent_cert_ttl: Duration,
+    /// Enrollments per minute accepted from one source address.
+    pub enroll_rate: u32,
 }
 
 /// Why a node could not start. Each message names the problem and the flag or path.
@@ -116,6 +122,10 @@ pub enum NodeError {
     LeaderUnreachable { id: NodeId, addr: String, reason: String },
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -273,6 +283,9 @@ pub struct Node {
     pub reader: Reader,
     pub peers: Peers,
     pub tls: TlsMaterial,
+    /// Present when started with `--ca-key`.
+    pub issuing: Option<crate::security::Issuing>,
+    pub enroll_limiter: crate::grpc::agent::RateLimiter,
     tuning: Tuning,
 }
 
@@ -291,6 +304,14 @@ impl Node {
             return Err(StartError::Config("--node-id must be at least 1".into()));
         }
         let tls = TlsMaterial::load(&config.tls)?;
+        let issuing = match &config.ca_key {
+            Some(key) => Some(crate::security::Issuing {
+                ca: crate::pki::Ca::load(&config.tls.ca, key)
+                    .map_err(|e| StartError::Config(format!("--ca-key: {e}")))?,
+                agent_validity: config.agent_cert_ttl,
+            }),
+            None => None,
+        };
         check_data_dir(&config)?;
         let db = open_sled(&config.data_dir)?;
         let (log, sm) = open_storage(&db).map_err(|e| StartError::Store {
@@ -324,6 +345,8 @@ impl Node {
             reader,
             peers,
             tls,
+            issuing,
+            enroll_limiter: crate::grpc::agent::RateLimiter::new(config.enroll_rate),
             tuning: config.tuning,
         }))
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// Paths of the PEM files a controller or admin presents.
 #[derive(Clone, Debug, clap::Args)]
@@ -35,6 +35,9 @@ pub struct TlsError {
 pub struct TlsMaterial {
     ca: Certificate,
     identity: Identity,
+    ca_pem: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -52,17 +55,60 @@ impl TlsMaterial {
         let ca = read("CA certificate (--tls-ca)", &files.ca)?;
         let cert = read("certificate (--tls-cert)", &files.cert)?;
         let key = read("private key (--tls-key)", &files.key)?;
-        Ok(Self { ca: Certificate::from_pem(ca), identity: Identity::from_pem(cert, key) })
+        Ok(Self {
+            ca: Certificate::from_pem(&ca),
+            identity: Identity::from_pem(&cert, &key),
+            ca_pem: ca,
+            cert_pem: cert,
+            key_pem: key,
+        })
+    }
+
+    /// The server's rustls configuration: TLS 1.3 only, our certificate, and client
+    /// certificates verified against the cluster CA. A client may connect without one (for
+    /// `Enroll` and health checks only); the authorization layer refuses it everywhere else.
+    pub fn rustls_server_config(&self) -> Result<rustls::ServerConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let ca = ca.map_err(|e| format!("CA certificate: {e}"))?;
+            roots.add(ca).map_err(|e| format!("CA certificate: {e}"))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("client verifier: {e}"))?;
+        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| format!("private key: {e}"))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("TLS 1.3: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("certificate and key do not match: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
+    }
+
+    /// Client side without a client certificate (enrollment): verify the server only.
+    pub fn anonymous_client_config(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new().ca_certificate(self.ca.clone()).timeout(Duration::from_secs(10))
     }
 
     /// Server side: present our certificate and require one from the cluster CA.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca.clone())
-            .timeout(Duration::from_secs(10))
-    }
-
     /// Client side: verify the server against the cluster CA and present our certificate.
     pub fn client_config(&self) -> ClientTlsConfig {
         ClientTlsConfig::new()

@@ -71,7 +71,7 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, NodeProc>,
     pub options: ClusterOptions,
     pub admin: TlsFiles,
-    pki: TestPki,
+    pub pki: TestPki,
     bin: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -176,6 +176,8 @@ impl Cluster {
             .arg(&node.tls.cert)
             .arg("--tls-key")
             .arg(&node.tls.key)
+            .arg("--ca-key")
+            .arg(&self.pki.ca_key)
             .arg("--snapshot-threshold")
             .arg(o.snapshot_threshold.to_string())
             .arg("--snapshot-keep-logs")

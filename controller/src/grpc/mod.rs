@@ -1,48 +1,104 @@
-//! The controller's gRPC server: one mutual-TLS listener serving RaftService (peers),
-//! ClusterService and StoreService (admins), gRPC health and reflection. Handlers are
-//! thin: they convert prost types and call [`Node`]; errors become statuses in
+//! The controller's gRPC server: one listener, TLS 1.3 (rustls), serving RaftService
+//! (peers), AgentService (agents; `Enroll` without a client certificate), ClusterService,
+//! StoreService, SecurityService and FleetService (admins), gRPC health and reflection.
+//! Every request passes [`auth`] first (default deny); handlers are thin: they convert
+//! prost types and call [`Node`] or [`crate::security`]; errors become statuses in
 //! [`status`] only.
 
+pub(crate) mod agent;
+pub mod auth;
 mod cluster;
+mod fleet;
 mod raft;
+mod security;
 pub mod status;
 mod store;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bulwark_proto::v1::agent_service_server::AgentServiceServer;
 use bulwark_proto::v1::cluster_service_server::ClusterServiceServer;
+use bulwark_proto::v1::fleet_service_server::FleetServiceServer;
 use bulwark_proto::v1::raft_service_server::RaftServiceServer;
+use bulwark_proto::v1::security_service_server::SecurityServiceServer;
 use bulwark_proto::v1::store_service_server::StoreServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::node::Node;
 
 /// Largest gRPC message accepted (snapshots and big appends travel in one message).
 const MAX_MESSAGE: usize = 256 << 20;
 
+/// A failure to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently (a slow or failing
+/// handshake never holds up the others); established streams go to the server.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> (
+    ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(256);
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(error)) => tracing::info!(%peer, %error, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    (ReceiverStream::new(rx), task)
+}
+
 /// Serves the node's services on `listener` until `shutdown` resolves.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    let tls = node.tls.rustls_server_config().map_err(ServeError::Tls)?;
+    let (incoming, accept_task) = tls_incoming(listener, TlsAcceptor::from(Arc::new(tls)));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RaftServiceServer<raft::RaftApi>>().await;
     health.set_serving::<ClusterServiceServer<cluster::ClusterApi>>().await;
     health.set_serving::<StoreServiceServer<store::StoreApi>>().await;
+    health.set_serving::<AgentServiceServer<agent::AgentApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(bulwark_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| {
-            tracing::error!(error = %e, "reflection descriptors are invalid");
-            e
-        });
-    let mut router = tonic::transport::Server::builder()
-        .tls_config(node.tls.server_config())?
-        .tcp_nodelay(true)
+        .map_err(|e| ServeError::Tls(format!("reflection descriptors: {e}")))?;
+    let served = tonic::transport::Server::builder()
+        .layer(auth::AuthLayer { node: node.clone() })
         .add_service(
             RaftServiceServer::new(raft::RaftApi::new(node.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -50,9 +106,25 @@ pub async fn serve(
         )
         .add_service(ClusterServiceServer::new(cluster::ClusterApi::new(node.clone())))
         .add_service(StoreServiceServer::new(store::StoreApi::new(node.clone())))
-        .add_service(health_service);
-    if let Ok(reflection) = reflection {
-        router = router.add_service(reflection);
-    }
-    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await
+        .add_service(AgentServiceServer::new(agent::AgentApi::new(node.clone())))
+        .add_service(FleetServiceServer::new(fleet::FleetApi::new(node.clone())))
+        .add_service(SecurityServiceServer::new(security::SecurityApi::new(node.clone())))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    accept_task.abort();
+    Ok(served?)
+}
+
+/// The authenticated caller, put there by [`auth`].
+pub(crate) fn caller<T>(req: &tonic::Request<T>) -> auth::Caller {
+    req.extensions().get::<auth::Caller>().cloned().unwrap_or(auth::Caller::Anonymous)
+}
+
+/// Marks a response with what an audited call acted on.
+pub(crate) fn audited<T>(message: T, target: String) -> tonic::Response<T> {
+    let mut resp = tonic::Response::new(message);
+    resp.extensions_mut().insert(auth::AuditTarget(target));
+    resp
 }

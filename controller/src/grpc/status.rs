@@ -50,6 +50,8 @@ impl From<NodeError> for Status {
                 with_meta(Code::Unavailable, message, &[kind("shutting-down")])
             }
             NodeError::Invalid(_) => Status::invalid_argument(message),
+            NodeError::Unauthenticated(_) => Status::unauthenticated(message),
+            NodeError::Unavailable(_) => with_meta(Code::Unavailable, message, &[kind("busy")]),
             NodeError::NotFound(_) => Status::not_found(message),
             NodeError::AlreadyExists(_) => Status::already_exists(message),
             NodeError::Unreachable(_) => {

@@ -45,7 +45,17 @@ impl StoreApi {
             | Command::Delete { kind, key, expect_mod_revision } => {
                 (kind.clone(), key.clone(), *expect_mod_revision)
             }
+            Command::Txn(_) | Command::Audit { .. } => {
+                return Err(Status::invalid_argument(
+                    "transactions and audit entries are internal",
+                ));
+            }
         };
+        if kind.starts_with(crate::security::RESERVED_KIND_PREFIX) {
+            return Err(Status::permission_denied(format!(
+                "records of kind {kind} are managed by Bulwark itself; use bulwarkctl token, agent, admin or audit"
+            )));
+        }
         let written = self.node.write(Proposal { request_id, command }).await?;
         if let Some(actual) = written.outcome.conflict {
             return Err(conflict(&kind, &key, expected.unwrap_or_default(), actual));

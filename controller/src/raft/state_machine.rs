@@ -5,6 +5,7 @@
 //! - `r/<kind>\0<key>` → [`Record`]
 //! - `h/<revision, big-endian>` → [`Change`] (the newest [`HISTORY_KEEP`] changes)
 //! - `m/applied`, `m/membership`, `m/revision` → applied log id, membership, revision
+//! - `a/<key>` → an admin audit entry (no revision, never replaced)
 //! - `d/<request id>` → the [`WriteOutcome`] of a recent client request, and
 //!   `x/<log index>` → that request id, so ids expire after [`DEDUPE_WINDOW`] entries
 //!
@@ -37,6 +38,7 @@ const REVISION: &[u8] = b"m/revision";
 const RECORD_PREFIX: &[u8] = b"r/";
 const HISTORY_PREFIX: &[u8] = b"h/";
 const DEDUPE_PREFIX: &[u8] = b"d/";
+const AUDIT_PREFIX: &[u8] = b"a/";
 const EXPIRY_PREFIX: &[u8] = b"x/";
 const CURRENT_SNAPSHOT: &[u8] = b"current";
 
@@ -85,7 +87,7 @@ type MetaPair = (&'static [u8], Vec<u8>);
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
     revision: u64,
-    /// Raw `r/`, `h/`, `d/` and `x/` pairs of tree `sm`.
+    /// Raw `r/`, `h/`, `d/`, `x/` and `a/` pairs of tree `sm`.
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -144,6 +146,16 @@ impl Reader {
             .map(|v| Ok(decode(&v?)?))
             .collect::<Result<Vec<_>, ReadError>>()?;
         Ok((records, revision))
+    }
+
+    /// Audit entries with keys from `from` on, in key order.
+    pub fn audit_from(&self, from: &str) -> Result<Vec<Vec<u8>>, ReadError> {
+        let start = [AUDIT_PREFIX, from.as_bytes()].concat();
+        self.tree
+            .range(start..)
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(AUDIT_PREFIX)))
+            .map(|kv| Ok(kv?.1.to_vec()))
+            .collect()
     }
 
     /// The oldest revision the history still holds (`None`: no change retained).
@@ -270,6 +282,30 @@ impl StateMachine {
             | Command::Delete { kind, key, expect_mod_revision } => {
                 (kind, key, *expect_mod_revision)
             }
+            Command::Audit { key, entry } => {
+                let akey = [AUDIT_PREFIX, key.as_bytes()].concat();
+                let exists =
+                    self.tree.contains_key(&akey).map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+                if !exists {
+                    batch.ops.insert(akey, entry.clone());
+                }
+                return Ok(WriteOutcome { revision: self.revision, conflict: None });
+            }
+            Command::Txn(ops) => {
+                for op in ops {
+                    if let Some(actual) = self.failed_expectation(op, batch)? {
+                        return Ok(WriteOutcome {
+                            revision: self.revision,
+                            conflict: Some(actual),
+                        });
+                    }
+                }
+                let mut outcome = WriteOutcome { revision: self.revision, conflict: None };
+                for op in ops.clone() {
+                    outcome = self.apply_command(op, batch)?;
+                }
+                return Ok(outcome);
+            }
         };
         let rkey = record_key(kind, key);
         let current = self.current_record(&batch.records, &rkey)?;
@@ -285,6 +321,10 @@ impl StateMachine {
                 let create_revision = current.map_or(revision, |r| r.create_revision);
                 let record = Record { kind, key, value, create_revision, mod_revision: revision };
                 Change { revision, op: ChangeOp::Put, record }
+            }
+            // Returned above: neither is a single record change.
+            Command::Txn(_) | Command::Audit { .. } => {
+                return Ok(WriteOutcome { revision: self.revision, conflict: None });
             }
             Command::Delete { .. } => match current {
                 // Deleting nothing changes nothing and takes no revision.
@@ -312,6 +352,26 @@ impl StateMachine {
             batch.ops.remove(&history_key(change.revision - HISTORY_KEEP));
         }
         Ok(WriteOutcome { revision: self.revision, conflict: None })
+    }
+
+    /// For a put or delete with an expectation that does not hold: the actual revision.
+    fn failed_expectation(
+        &self,
+        cmd: &Command,
+        batch: &Batch,
+    ) -> Result<Option<u64>, StorageError> {
+        let (kind, key, Some(expected)) = (match cmd {
+            Command::Put { kind, key, expect_mod_revision, .. }
+            | Command::Delete { kind, key, expect_mod_revision } => {
+                (kind, key, *expect_mod_revision)
+            }
+            Command::Txn(_) | Command::Audit { .. } => return Ok(None),
+        }) else {
+            return Ok(None);
+        };
+        let current = self.current_record(&batch.records, &record_key(kind, key))?;
+        let actual = current.map_or(0, |r| r.mod_revision);
+        Ok((actual != expected).then_some(actual))
     }
 
     /// Applies a proposal once per request id: a retried id returns the first outcome.
@@ -433,7 +493,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             None => format!("0-0-{}", self.snapshot_seq),
         };
         // The copy is taken here, between applies, so the snapshot is consistent.
-        let pairs = [RECORD_PREFIX, HISTORY_PREFIX, DEDUPE_PREFIX, EXPIRY_PREFIX]
+        let pairs = [RECORD_PREFIX, HISTORY_PREFIX, DEDUPE_PREFIX, EXPIRY_PREFIX, AUDIT_PREFIX]
             .into_iter()
             .flat_map(|p| self.tree.scan_prefix(p))
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))

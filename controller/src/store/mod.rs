@@ -41,12 +41,33 @@ pub enum Command {
         key: String,
         expect_mod_revision: Option<u64>,
     },
+    /// Appends an entry to the admin audit log: kept beside the records, not one of them
+    /// (it takes no revision and is not watched); an existing key is never replaced.
+    Audit {
+        key: String,
+        entry: Vec<u8>,
+    },
+    /// All or nothing: every sub-command's `expect_mod_revision` is checked first; if all
+    /// hold, they are applied in order (each taking its own revision), else none is.
+    Txn(Vec<Command>),
 }
 
 impl Command {
     /// Rejects what the state machine could not store faithfully, before it reaches Raft.
     pub fn validate(&self) -> Result<(), InvalidCommand> {
         let (kind, key) = match self {
+            Command::Txn(ops) => {
+                if ops.is_empty() {
+                    return Err(InvalidCommand::Empty("transaction"));
+                }
+                for op in ops {
+                    if matches!(op, Command::Txn(_)) {
+                        return Err(InvalidCommand::NestedTxn);
+                    }
+                    op.validate()?;
+                }
+                return Ok(());
+            }
             Command::Put { kind, key, value, .. } => {
                 if value.len() > MAX_VALUE_LEN {
                     return Err(InvalidCommand::ValueTooLarge(value.len()));
@@ -54,6 +75,12 @@ impl Command {
                 (kind, key)
             }
             Command::Delete { kind, key, .. } => (kind, key),
+            Command::Audit { key, entry } => {
+                if entry.len() > MAX_VALUE_LEN {
+                    return Err(InvalidCommand::ValueTooLarge(entry.len()));
+                }
+                return check_name("key", key, MAX_KEY_LEN);
+            }
         };
         check_name("kind", kind, MAX_KIND_LEN)?;
         check_name("key", key, MAX_KEY_LEN)
@@ -84,6 +111,8 @@ pub enum InvalidCommand {
     Nul(&'static str),
     #[error("value is {0} bytes; at most {MAX_VALUE_LEN} are allowed")]
     ValueTooLarge(usize),
+    #[error("a transaction cannot contain another transaction")]
+    NestedTxn,
 }
 
 /// What applying one entry produced. Blank and membership entries produce the default.

@@ -167,3 +167,21 @@ fn compacted_history_is_reported() {
     );
     assert_eq!(sm.reader().changes(4, 7).unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_transaction_applies_all_or_nothing() {
+    let (_dir, mut sm) = open();
+    sm.apply(vec![entry(1, put("tok", "5 uses", None))]).await.unwrap();
+    let txn = |expect| {
+        Command::Txn(vec![put("tok", "4 uses", Some(expect)), put("agt-1", "host", Some(0))])
+    };
+    // The token is at revision 1: a stale expectation changes nothing.
+    let out = sm.apply(vec![entry(2, txn(7))]).await.unwrap();
+    assert_eq!(out[0], WriteOutcome { revision: 1, conflict: Some(1) });
+    assert_eq!(sm.reader().get("policy", "agt-1").unwrap(), None);
+    let out = sm.apply(vec![entry(3, txn(1))]).await.unwrap();
+    assert_eq!(out[0], WriteOutcome { revision: 3, conflict: None });
+    assert_eq!(sm.reader().get("policy", "tok").unwrap().unwrap().value, b"4 uses");
+    assert_eq!(sm.reader().get("policy", "agt-1").unwrap().unwrap().mod_revision, 3);
+    assert!(Command::Txn(vec![Command::Txn(vec![])]).validate().is_err());
+}
