@@ -11,7 +11,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bulwark_proto::v1 as pb;
+use bulwark_proto::v1::agent_service_client::AgentServiceClient;
 use bulwark_proto::v1::cluster_service_client::ClusterServiceClient;
+use bulwark_proto::v1::fleet_service_client::FleetServiceClient;
+use bulwark_proto::v1::security_service_client::SecurityServiceClient;
 use bulwark_proto::v1::store_service_client::StoreServiceClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -124,13 +127,34 @@ impl Client {
         endpoints: &[String],
         retry_for: Duration,
     ) -> Result<Self, ClientError> {
+        Self::with_tls(tls.client_config(), endpoints, retry_for)
+    }
+
+    /// A client without a certificate of its own, verifying the servers against `ca_pem`:
+    /// all it may do is enroll (and health checks).
+    pub fn anonymous(
+        ca_pem: &[u8],
+        endpoints: &[String],
+        retry_for: Duration,
+    ) -> Result<Self, ClientError> {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+            .timeout(Duration::from_secs(10));
+        Self::with_tls(tls, endpoints, retry_for)
+    }
+
+    fn with_tls(
+        tls: tonic::transport::ClientTlsConfig,
+        endpoints: &[String],
+        retry_for: Duration,
+    ) -> Result<Self, ClientError> {
         let endpoints: Vec<String> =
             endpoints.iter().map(|e| normalize_endpoint(e)).filter(|e| !e.is_empty()).collect();
         let Some(first) = endpoints.first().cloned() else {
             return Err(ClientError::local("no controller endpoint given (--endpoints)".into()));
         };
         Ok(Self {
-            pool: Peers::new(tls.client_config(), String::new()),
+            pool: Peers::new(tls, String::new()),
             endpoints,
             current: std::sync::Arc::new(Mutex::new(first)),
             retry_for,
@@ -216,6 +240,147 @@ impl Client {
                 .await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }
+    }
+
+    fn security(channel: Channel) -> SecurityServiceClient<Channel> {
+        SecurityServiceClient::new(channel)
+    }
+
+    fn fleet(channel: Channel) -> FleetServiceClient<Channel> {
+        FleetServiceClient::new(channel)
+    }
+
+    fn agent(channel: Channel) -> AgentServiceClient<Channel> {
+        AgentServiceClient::new(channel)
+    }
+
+    /// Creates a bootstrap token. Not retried: a lost reply would leave a token nobody saw.
+    pub async fn create_token(
+        &self,
+        labels: std::collections::HashMap<String, String>,
+        ttl: Duration,
+        uses: u32,
+    ) -> Result<pb::CreateTokenReply, ClientError> {
+        let req = pb::CreateTokenRequest { labels, ttl_seconds: ttl.as_secs(), uses };
+        self.with_retry_for(Duration::ZERO)
+            .call(|c| {
+                let req = req.clone();
+                async move { Ok(Self::security(c).create_token(req).await?.into_inner()) }
+            })
+            .await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<pb::TokenInfo>, ClientError> {
+        self.call(|c| async move {
+            Ok(Self::security(c).list_tokens(pb::ListTokensRequest {}).await?.into_inner().tokens)
+        })
+        .await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<pb::TokenInfo, ClientError> {
+        let req = pb::RevokeTokenRequest { id: id.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::security(c).revoke_token(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn set_admin_role(
+        &self,
+        name: &str,
+        role: &str,
+    ) -> Result<pb::AdminRole, ClientError> {
+        let req = pb::SetAdminRoleRequest { name: name.to_owned(), role: role.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::security(c).set_admin_role(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list_admin_roles(&self) -> Result<Vec<pb::AdminRole>, ClientError> {
+        self.call(|c| async move {
+            Ok(Self::security(c)
+                .list_admin_roles(pb::ListAdminRolesRequest {})
+                .await?
+                .into_inner()
+                .roles)
+        })
+        .await
+    }
+
+    pub async fn list_audit(
+        &self,
+        req: pb::ListAuditRequest,
+    ) -> Result<Vec<pb::AuditEntry>, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::security(c).list_audit(req).await?.into_inner().entries) }
+        })
+        .await
+    }
+
+    pub async fn list_agents(&self) -> Result<pb::ListAgentsReply, ClientError> {
+        self.call(|c| async move {
+            Ok(Self::fleet(c).list_agents(pb::ListAgentsRequest {}).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn revoke_agent(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<pb::AgentReply, ClientError> {
+        let req = pb::RevokeAgentRequest { id: id.to_owned(), reason: reason.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::fleet(c).revoke_agent(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn permit_reenroll(&self, id: &str) -> Result<pb::AgentReply, ClientError> {
+        let req = pb::PermitReenrollRequest { id: id.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::fleet(c).permit_reenroll(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Enrolls with a bootstrap token (a [`Client::anonymous`] suffices). Not retried: each
+    /// attempt may use up one of the token's uses.
+    pub async fn enroll(&self, req: pb::EnrollRequest) -> Result<pb::EnrollReply, ClientError> {
+        self.with_retry_for(Duration::ZERO)
+            .call(|c| {
+                let req = req.clone();
+                async move { Ok(Self::agent(c).enroll(req).await?.into_inner()) }
+            })
+            .await
+    }
+
+    /// An agent renewing its own certificate.
+    pub async fn renew(&self, csr_pem: &str) -> Result<pb::RenewReply, ClientError> {
+        let req = pb::RenewRequest { csr_pem: csr_pem.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::agent(c).renew(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// An agent opening its desired-state stream.
+    pub async fn stream_desired_state(
+        &self,
+        have_revision: u64,
+    ) -> Result<tonic::Streaming<pb::DesiredState>, ClientError> {
+        self.call(|c| async move {
+            let req = pb::DesiredStateRequest { have_revision, agent_id: String::new() };
+            Ok(Self::agent(c).stream_desired_state(req).await?.into_inner())
+        })
+        .await
     }
 
     fn cluster(channel: Channel) -> ClusterServiceClient<Channel> {

@@ -28,6 +28,8 @@ pub struct ClusterOptions {
     pub quorum_timeout: &'static str,
     /// `BULWARK_LOG` for the nodes.
     pub log: &'static str,
+    /// More flags for every node.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -40,6 +42,7 @@ impl Default for ClusterOptions {
             election_timeout: "300ms",
             quorum_timeout: "3s",
             log: "info,openraft=warn",
+            extra_args: Vec::new(),
         }
     }
 }
@@ -192,6 +195,7 @@ impl Cluster {
                 "BULWARK_LOG",
                 std::env::var("BULWARK_LAB_NODE_LOG").unwrap_or_else(|_| o.log.into()),
             )
+            .args(&o.extra_args)
             .env_remove("BULWARK_CONFIG")
             .stdin(Stdio::null());
         Ok(cmd)

@@ -1,6 +1,7 @@
 //! The Bulwark lab: real controller processes with test certificates on 127.0.0.1, and
 //! helpers to wait on them. The end-to-end tests live in `tests/it/`.
 
+pub mod agents;
 pub mod certs;
 pub mod cluster;
 pub mod wait;

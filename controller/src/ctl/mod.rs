@@ -1,6 +1,7 @@
 //! `bulwarkctl`: the admin command line. `main` parses [`Cli`] and calls [`run`].
 
 mod bench;
+mod security;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,6 +61,30 @@ pub enum Command {
     /// Measure the cluster and the disk under it.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// The cluster CA and certificates (offline: works on files, not on the cluster).
+    #[command(subcommand)]
+    Pki(security::PkiCmd),
+    /// Bootstrap tokens for enrolling agents.
+    #[command(subcommand)]
+    Token(security::TokenCmd),
+    /// Enrolled agents: list, revoke, permit re-enrollment.
+    #[command(subcommand)]
+    Agent(security::AgentCmd),
+    /// Admin identities' roles.
+    #[command(subcommand)]
+    Admin(security::AdminCmd),
+    /// The admin audit log: every mutating call, who made it, from where, and the result.
+    Audit {
+        /// Only entries newer than this (e.g. 1h, 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// Only calls by this identity (e.g. alice or admin/alice).
+        #[arg(long, default_value = "")]
+        who: String,
+        /// Only methods containing this (e.g. CreateToken).
+        #[arg(long, default_value = "")]
+        method: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +235,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Record(cmd) => record(&cli, cmd).await,
         Command::Snapshot(SnapshotCmd::Save { file }) => snapshot_save(&cli, file).await,
         Command::Bench(cmd) => bench::run(&cli, cmd).await,
+        Command::Pki(cmd) => security::pki(cmd),
+        Command::Token(cmd) => security::token(&cli, cmd).await,
+        Command::Agent(cmd) => security::agent(&cli, cmd).await,
+        Command::Admin(cmd) => security::admin(&cli, cmd).await,
+        Command::Audit { since, who, method } => security::audit(&cli, *since, who, method).await,
     }
 }
 

@@ -126,7 +126,14 @@ impl AgentService for AgentApi {
         req: Request<pb::DesiredStateRequest>,
     ) -> Result<Response<DesiredStream>, Status> {
         let id = agent_id(&req)?;
-        let have = req.into_inner().have_revision;
+        let r = req.into_inner();
+        if !r.agent_id.is_empty() && r.agent_id != id {
+            return Err(Status::permission_denied(format!(
+                "agent {id} may not read the desired state of agent {}",
+                r.agent_id
+            )));
+        }
+        let have = r.have_revision;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(stream_desired(self.node.clone(), id, have, tx));
         Ok(Response::new(ReceiverStream::new(rx)))

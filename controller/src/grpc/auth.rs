@@ -210,12 +210,42 @@ where
         let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         let addr = info.and_then(|i| i.get_ref().remote_addr());
         let certs = info.and_then(|i| i.peer_certs());
-        let cert = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
-        let (rule, caller) = match authorize(&self.node, &path, cert) {
+        let cert = certs.as_ref().and_then(|c| c.first()).map(|c| c.to_vec());
+        let (rule, caller) = match authorize(&self.node, &path, cert.as_deref()) {
             Ok(ok) => ok,
             Err(status) => {
                 tracing::info!(%path, peer = ?addr, code = ?status.code(), reason = status.message(), "refused");
-                return Box::pin(async move { Ok(status.into_http()) });
+                let audited = rule(&path).is_some_and(|r| r.audited);
+                let node = self.node.clone();
+                return Box::pin(async move {
+                    if audited {
+                        // A refused attempt at a mutating call is recorded too.
+                        let who = cert
+                            .map(|der| match identity_from_der(&der) {
+                                Ok(id) => id
+                                    .to_string()
+                                    .trim_start_matches(crate::pki::SPIFFE_PREFIX)
+                                    .to_owned(),
+                                Err(_) => "unidentified".into(),
+                            })
+                            .unwrap_or_else(|| "anonymous".into());
+                        let entry = AuditEntry {
+                            who,
+                            ..AuditEntry::new(
+                                &Caller::Anonymous,
+                                &path,
+                                String::new(),
+                                addr,
+                                status.code(),
+                                status.message().to_owned(),
+                            )
+                        };
+                        if let Err(e) = security::record_audit(&node, entry).await {
+                            tracing::error!(%path, error = %e, "could not record the audit entry");
+                        }
+                    }
+                    Ok(status.into_http())
+                });
             }
         };
         req.extensions_mut().insert(caller.clone());

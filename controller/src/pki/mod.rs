@@ -231,6 +231,14 @@ fn csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo, PkiError> {
         .map_err(|e| invalid(e.to_string()))
 }
 
+impl Ca {
+    /// Signs arbitrary parameters for `key` (tests use it for expired, not-yet-valid or
+    /// oddly constrained certificates).
+    pub fn sign(&self, params: &CertificateParams, key: &KeyPair) -> Result<String, PkiError> {
+        Ok(params.signed_by(key, &self.issuer)?.pem())
+    }
+}
+
 /// Writes `contents` to `path`; private files get mode 0600 from the start. Refuses to
 /// replace an existing file unless `overwrite`.
 pub fn write_pem(

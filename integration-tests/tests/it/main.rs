@@ -6,4 +6,5 @@ mod t15_cli;
 mod t20_failover;
 mod t30_catchup;
 mod t40_watch;
+mod t50_security;
 mod t90_demo;
