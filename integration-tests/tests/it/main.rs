@@ -7,4 +7,6 @@ mod t20_failover;
 mod t30_catchup;
 mod t40_watch;
 mod t50_security;
+mod t55_python;
+mod t56_pki_cli;
 mod t90_demo;
