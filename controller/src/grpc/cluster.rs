@@ -23,9 +23,9 @@ impl ClusterApi {
         Self { node }
     }
 
-    fn membership_reply(&self, log_index: u64) -> Response<pb::MembershipReply> {
+    fn membership_reply(&self, log_index: u64, target: String) -> Response<pb::MembershipReply> {
         let members = self.node.status().members.into_iter().map(member_to_pb).collect();
-        Response::new(pb::MembershipReply { members, log_index })
+        super::audited(pb::MembershipReply { members, log_index }, target)
     }
 }
 
@@ -94,8 +94,16 @@ impl ClusterService for ClusterApi {
                 Ok(MemberInfo { id: m.id, addr: m.addr, voter: true })
             })
             .collect::<Result<Vec<_>, Status>>()?;
+        let target = if members.is_empty() {
+            format!("node {} alone", self.node.id)
+        } else {
+            format!(
+                "voters {}",
+                members.iter().map(|m| m.id.to_string()).collect::<Vec<_>>().join(",")
+            )
+        };
         let index = self.node.init(members).await?;
-        Ok(self.membership_reply(index))
+        Ok(self.membership_reply(index, target))
     }
 
     async fn add_learner(
@@ -107,24 +115,27 @@ impl ClusterService for ClusterApi {
             return Err(Status::invalid_argument("node id must be at least 1"));
         }
         check_addr(&req.addr)?;
+        let target = format!("node {} at {}", req.id, req.addr);
         let index = self.node.add_learner(req.id, req.addr).await?;
-        Ok(self.membership_reply(index))
+        Ok(self.membership_reply(index, target))
     }
 
     async fn promote(
         &self,
         req: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        let index = self.node.promote(req.into_inner().id).await?;
-        Ok(self.membership_reply(index))
+        let id = req.into_inner().id;
+        let index = self.node.promote(id).await?;
+        Ok(self.membership_reply(index, format!("node {id}")))
     }
 
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        let index = self.node.remove(req.into_inner().id).await?;
-        Ok(self.membership_reply(index))
+        let id = req.into_inner().id;
+        let index = self.node.remove(id).await?;
+        Ok(self.membership_reply(index, format!("node {id}")))
     }
 
     type SnapshotSaveStream = ChunkStream;

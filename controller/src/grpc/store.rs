@@ -60,10 +60,9 @@ impl StoreApi {
         if let Some(actual) = written.outcome.conflict {
             return Err(conflict(&kind, &key, expected.unwrap_or_default(), actual));
         }
-        Ok(Response::new(pb::WriteReply {
-            revision: written.outcome.revision,
-            log_index: written.log_index,
-        }))
+        let reply =
+            pb::WriteReply { revision: written.outcome.revision, log_index: written.log_index };
+        Ok(super::audited(reply, format!("{kind}/{key}")))
     }
 }
 
