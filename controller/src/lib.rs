@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod grpc;
 pub mod node;
 pub mod pki;
+pub mod policy;
 pub mod raft;
 pub mod security;
 pub mod store;
