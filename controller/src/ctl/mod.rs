@@ -1,6 +1,7 @@
 //! `bulwarkctl`: the admin command line. `main` parses [`Cli`] and calls [`run`].
 
 mod bench;
+mod policy;
 mod security;
 
 use std::io::Write;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Admin identities' roles.
     #[command(subcommand)]
     Admin(security::AdminCmd),
+    /// Policy documents: validate (offline).
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// The admin audit log: every mutating call, who made it, from where, and the result.
     Audit {
         /// Only entries newer than this (e.g. 1h, 7d).
@@ -236,6 +240,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Snapshot(SnapshotCmd::Save { file }) => snapshot_save(&cli, file).await,
         Command::Bench(cmd) => bench::run(&cli, cmd).await,
         Command::Pki(cmd) => security::pki(cmd),
+        Command::Policy(policy::PolicyCmd::Validate { paths }) => policy::validate(paths),
         Command::Token(cmd) => security::token(&cli, cmd).await,
         Command::Agent(cmd) => security::agent(&cli, cmd).await,
         Command::Admin(cmd) => security::admin(&cli, cmd).await,

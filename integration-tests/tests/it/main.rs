@@ -9,4 +9,5 @@ mod t40_watch;
 mod t50_security;
 mod t55_python;
 mod t56_pki_cli;
+mod t60_policy;
 mod t90_demo;
