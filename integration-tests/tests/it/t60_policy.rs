@@ -63,6 +63,6 @@ spec:
             ],
         "{out}"
     );
-    ensure!(err.trim() == "bulwarkctl: 20 documents in 3 files: 2 errors, 0 warnings", "{err}");
+    ensure!(err.trim() == "bulwarkctl: 19 documents in 3 files: 2 errors, 0 warnings", "{err}");
     Ok(())
 }
