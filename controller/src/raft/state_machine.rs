@@ -3,7 +3,8 @@
 //!
 //! Layout of tree `sm` (one tree, so every apply is one atomic sled batch):
 //! - `r/<kind>\0<key>` → [`Record`]
-//! - `h/<revision, big-endian>` → [`Change`] (the newest [`HISTORY_KEEP`] changes)
+//! - `h/<revision, big-endian><index>` → [`Change`] (the newest [`HISTORY_KEEP`] revisions;
+//!   a transaction's changes share one revision)
 //! - `m/applied`, `m/membership`, `m/revision` → applied log id, membership, revision
 //! - `a/<key>` → an admin audit entry (no revision, never replaced)
 //! - `d/<request id>` → the [`WriteOutcome`] of a recent client request, and
@@ -59,7 +60,15 @@ fn kind_prefix(kind: &str) -> Vec<u8> {
     k
 }
 
-fn history_key(revision: u64) -> [u8; 10] {
+/// `h/<revision><index>`: a transaction's changes share a revision, in order.
+fn history_key(revision: u64, index: u32) -> [u8; 14] {
+    let mut k = [0u8; 14];
+    k[..10].copy_from_slice(&history_prefix(revision));
+    k[10..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn history_prefix(revision: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
     k[..2].copy_from_slice(HISTORY_PREFIX);
     k[2..].copy_from_slice(&revision.to_be_bytes());
@@ -165,7 +174,7 @@ impl Reader {
         };
         let k = k?;
         let mut be = [0u8; 8];
-        be.copy_from_slice(&k[HISTORY_PREFIX.len()..]);
+        be.copy_from_slice(&k[HISTORY_PREFIX.len()..HISTORY_PREFIX.len() + 8]);
         Ok(Some(u64::from_be_bytes(be)))
     }
 
@@ -180,7 +189,7 @@ impl Reader {
             return Err(ReadError::Compacted { requested: after + 1, oldest });
         }
         self.tree
-            .range(history_key(after + 1)..=history_key(up_to))
+            .range(history_key(after + 1, 0)..=history_key(up_to, u32::MAX))
             .values()
             .map(|v| Ok(decode(&v?)?))
             .collect()
@@ -271,72 +280,83 @@ impl StateMachine {
         }
     }
 
-    /// Applies one command into `batch`.
+    /// Applies one command into `batch`. A put or an effective delete takes the next
+    /// revision; a transaction takes one revision for all its changes.
     fn apply_command(
         &mut self,
         cmd: Command,
         batch: &mut Batch,
     ) -> Result<WriteOutcome, StorageError> {
-        let (kind, key, expect) = match &cmd {
-            Command::Put { kind, key, expect_mod_revision, .. }
-            | Command::Delete { kind, key, expect_mod_revision } => {
-                (kind, key, *expect_mod_revision)
-            }
+        let unchanged = |revision| WriteOutcome { revision, conflict: None };
+        let ops = match cmd {
             Command::Audit { key, entry } => {
                 let akey = [AUDIT_PREFIX, key.as_bytes()].concat();
                 let exists =
                     self.tree.contains_key(&akey).map_err(|e| sm_err(ErrorVerb::Read, &e))?;
                 if !exists {
-                    batch.ops.insert(akey, entry.clone());
+                    batch.ops.insert(akey, entry);
                 }
-                return Ok(WriteOutcome { revision: self.revision, conflict: None });
+                return Ok(unchanged(self.revision));
             }
-            Command::Txn(ops) => {
-                for op in ops {
-                    if let Some(actual) = self.failed_expectation(op, batch)? {
-                        return Ok(WriteOutcome {
-                            revision: self.revision,
-                            conflict: Some(actual),
-                        });
-                    }
-                }
-                let mut outcome = WriteOutcome { revision: self.revision, conflict: None };
-                for op in ops.clone() {
-                    outcome = self.apply_command(op, batch)?;
-                }
-                return Ok(outcome);
+            Command::Txn(ops) => ops,
+            single => vec![single],
+        };
+        for op in &ops {
+            if let Some(actual) = self.failed_expectation(op, batch)? {
+                return Ok(WriteOutcome { revision: self.revision, conflict: Some(actual) });
             }
+        }
+        let revision = self.revision + 1;
+        let mut index = 0u32;
+        for op in ops {
+            if self.apply_change(op, batch, revision, index)? {
+                index += 1;
+            }
+        }
+        if index > 0 {
+            self.revision = revision;
+            if revision > HISTORY_KEEP {
+                let old = revision - HISTORY_KEEP;
+                for key in self.tree.scan_prefix(history_prefix(old)).keys() {
+                    batch.ops.remove(key.map_err(|e| sm_err(ErrorVerb::Read, &e))?);
+                }
+            }
+        }
+        Ok(unchanged(self.revision))
+    }
+
+    /// Applies a put or delete at `revision` (its `index`-th change); false if it changed
+    /// nothing (a delete of a missing record).
+    fn apply_change(
+        &mut self,
+        cmd: Command,
+        batch: &mut Batch,
+        revision: u64,
+        index: u32,
+    ) -> Result<bool, StorageError> {
+        let (kind, key) = match &cmd {
+            Command::Put { kind, key, .. } | Command::Delete { kind, key, .. } => (kind, key),
+            // Not changes of a record; rejected by validation inside transactions.
+            Command::Txn(_) | Command::Audit { .. } => return Ok(false),
         };
         let rkey = record_key(kind, key);
         let current = self.current_record(&batch.records, &rkey)?;
-        let actual = current.as_ref().map_or(0, |r| r.mod_revision);
-        if let Some(expected) = expect
-            && expected != actual
-        {
-            return Ok(WriteOutcome { revision: self.revision, conflict: Some(actual) });
-        }
         let change = match cmd {
             Command::Put { kind, key, value, .. } => {
-                let revision = self.revision + 1;
                 let create_revision = current.map_or(revision, |r| r.create_revision);
                 let record = Record { kind, key, value, create_revision, mod_revision: revision };
                 Change { revision, op: ChangeOp::Put, record }
             }
-            // Returned above: neither is a single record change.
-            Command::Txn(_) | Command::Audit { .. } => {
-                return Ok(WriteOutcome { revision: self.revision, conflict: None });
-            }
-            Command::Delete { .. } => match current {
+            _ => match current {
                 // Deleting nothing changes nothing and takes no revision.
-                None => return Ok(WriteOutcome { revision: self.revision, conflict: None }),
+                None => return Ok(false),
                 Some(mut record) => {
-                    record.mod_revision = self.revision + 1;
-                    Change { revision: record.mod_revision, op: ChangeOp::Delete, record }
+                    record.mod_revision = revision;
+                    Change { revision, op: ChangeOp::Delete, record }
                 }
             },
         };
         let err = |e: &dyn std::error::Error| sm_err(ErrorVerb::Write, e);
-        self.revision = change.revision;
         match change.op {
             ChangeOp::Put => {
                 batch.ops.insert(rkey.clone(), encode(&change.record).map_err(|e| err(&e))?);
@@ -347,11 +367,8 @@ impl StateMachine {
                 batch.records.insert(rkey, None);
             }
         }
-        batch.ops.insert(&history_key(change.revision), encode(&change).map_err(|e| err(&e))?);
-        if change.revision > HISTORY_KEEP {
-            batch.ops.remove(&history_key(change.revision - HISTORY_KEEP));
-        }
-        Ok(WriteOutcome { revision: self.revision, conflict: None })
+        batch.ops.insert(&history_key(revision, index), encode(&change).map_err(|e| err(&e))?);
+        Ok(true)
     }
 
     /// For a put or delete with an expectation that does not hold: the actual revision.

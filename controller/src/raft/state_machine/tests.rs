@@ -158,7 +158,7 @@ fn compacted_history_is_reported() {
         },
     };
     for rev in 5..=7 {
-        tree.insert(history_key(rev), encode(&change(rev)).unwrap()).unwrap();
+        tree.insert(history_key(rev, 0), encode(&change(rev)).unwrap()).unwrap();
     }
     let err = sm.reader().changes(2, 7).unwrap_err();
     assert_eq!(
@@ -179,9 +179,13 @@ async fn a_transaction_applies_all_or_nothing() {
     let out = sm.apply(vec![entry(2, txn(7))]).await.unwrap();
     assert_eq!(out[0], WriteOutcome { revision: 1, conflict: Some(1) });
     assert_eq!(sm.reader().get("policy", "agt-1").unwrap(), None);
+    // Both changes take one revision, and watchers see both at it, in order.
     let out = sm.apply(vec![entry(3, txn(1))]).await.unwrap();
-    assert_eq!(out[0], WriteOutcome { revision: 3, conflict: None });
+    assert_eq!(out[0], WriteOutcome { revision: 2, conflict: None });
     assert_eq!(sm.reader().get("policy", "tok").unwrap().unwrap().value, b"4 uses");
-    assert_eq!(sm.reader().get("policy", "agt-1").unwrap().unwrap().mod_revision, 3);
+    assert_eq!(sm.reader().get("policy", "agt-1").unwrap().unwrap().mod_revision, 2);
+    let changes = sm.reader().changes(1, 2).unwrap();
+    let keys: Vec<_> = changes.iter().map(|c| (c.revision, c.record.key.as_str())).collect();
+    assert_eq!(keys, [(2, "tok"), (2, "agt-1")]);
     assert!(Command::Txn(vec![Command::Txn(vec![])]).validate().is_err());
 }
