@@ -14,6 +14,7 @@ use bulwark_proto::v1 as pb;
 use bulwark_proto::v1::agent_service_client::AgentServiceClient;
 use bulwark_proto::v1::cluster_service_client::ClusterServiceClient;
 use bulwark_proto::v1::fleet_service_client::FleetServiceClient;
+use bulwark_proto::v1::policy_service_client::PolicyServiceClient;
 use bulwark_proto::v1::security_service_client::SecurityServiceClient;
 use bulwark_proto::v1::store_service_client::StoreServiceClient;
 use tokio::time::Instant;
@@ -379,6 +380,53 @@ impl Client {
         self.call(|c| async move {
             let req = pb::DesiredStateRequest { have_revision, agent_id: String::new() };
             Ok(Self::agent(c).stream_desired_state(req).await?.into_inner())
+        })
+        .await
+    }
+
+    fn policy(channel: Channel) -> PolicyServiceClient<Channel> {
+        PolicyServiceClient::new(channel).max_decoding_message_size(64 << 20)
+    }
+
+    /// Applies policy files (name, text) atomically, or reports what would change.
+    pub async fn apply_policies(
+        &self,
+        files: Vec<(String, String)>,
+        dry_run: bool,
+    ) -> Result<pb::ApplyReply, ClientError> {
+        let files: Vec<pb::SourceFile> =
+            files.into_iter().map(|(name, text)| pb::SourceFile { name, text }).collect();
+        let req = pb::ApplyRequest { files, dry_run };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::policy(c).apply(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list_documents(&self, kind: &str) -> Result<pb::ListDocumentsReply, ClientError> {
+        let req = pb::ListDocumentsRequest { kind: kind.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::policy(c).list_documents(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn get_document(&self, key: &str) -> Result<pb::PolicyDocument, ClientError> {
+        let req = pb::GetDocumentRequest { key: key.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::policy(c).get_document(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn delete_document(&self, key: &str) -> Result<pb::ApplyReply, ClientError> {
+        let req = pb::DeleteDocumentRequest { key: key.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::policy(c).delete_document(req).await?.into_inner()) }
         })
         .await
     }

@@ -74,7 +74,7 @@ pub enum Command {
     /// Admin identities' roles.
     #[command(subcommand)]
     Admin(security::AdminCmd),
-    /// Policy documents: validate (offline).
+    /// Policy documents: validate (offline), apply, list, get, delete.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
     /// The admin audit log: every mutating call, who made it, from where, and the result.
@@ -240,7 +240,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Snapshot(SnapshotCmd::Save { file }) => snapshot_save(&cli, file).await,
         Command::Bench(cmd) => bench::run(&cli, cmd).await,
         Command::Pki(cmd) => security::pki(cmd),
-        Command::Policy(policy::PolicyCmd::Validate { paths }) => policy::validate(paths),
+        Command::Policy(cmd) => policy::run(&cli, cmd).await,
         Command::Token(cmd) => security::token(&cli, cmd).await,
         Command::Agent(cmd) => security::agent(&cli, cmd).await,
         Command::Admin(cmd) => security::admin(&cli, cmd).await,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::CtlError;
+use super::{Cli, CtlError};
 use crate::policy::{self, Severity};
 
 #[derive(Debug, Subcommand)]
@@ -17,6 +17,64 @@ pub enum PolicyCmd {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Validate files against the cluster's documents and store them all at once (one
+    /// revision), or nothing if anything is wrong.
+    Apply {
+        /// Files, or directories of *.yaml / *.yml files.
+        #[arg(short = 'f', long = "file", required = true)]
+        paths: Vec<PathBuf>,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List stored documents (optionally of one kind: Segment, Service, Policy).
+    List { kind: Option<String> },
+    /// Print one stored document (KEY is Kind/name, e.g. Policy/modalities).
+    Get { key: String },
+    /// Delete one document; refused while others still refer to it.
+    Delete { key: String },
+}
+
+pub async fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<(), CtlError> {
+    match cmd {
+        PolicyCmd::Validate { paths } => validate(paths),
+        PolicyCmd::Apply { paths, dry_run } => {
+            let sources = policy::read_paths(paths).map_err(CtlError::Io)?;
+            let reply = cli.client()?.apply_policies(sources, *dry_run).await?;
+            for w in &reply.warnings {
+                eprintln!("{w}");
+            }
+            for c in &reply.changes {
+                println!("{:<10} {}", c.change, c.key);
+            }
+            if *dry_run {
+                eprintln!("dry run: nothing was stored");
+            } else if reply.revision > 0 {
+                eprintln!("applied at revision {}", reply.revision);
+            } else {
+                eprintln!("nothing changed");
+            }
+            Ok(())
+        }
+        PolicyCmd::List { kind } => {
+            let reply = cli.client()?.list_documents(kind.as_deref().unwrap_or("")).await?;
+            for d in &reply.documents {
+                println!("{:<40} revision {}", d.key, d.mod_revision);
+            }
+            eprintln!("{} documents at revision {}", reply.documents.len(), reply.revision);
+            Ok(())
+        }
+        PolicyCmd::Get { key } => {
+            let doc = cli.client()?.get_document(key).await?;
+            println!("{}", doc.json);
+            Ok(())
+        }
+        PolicyCmd::Delete { key } => {
+            let reply = cli.client()?.delete_document(key).await?;
+            println!("deleted {key} at revision {}", reply.revision);
+            Ok(())
+        }
+    }
 }
 
 pub fn validate(paths: &[PathBuf]) -> Result<(), CtlError> {

@@ -9,6 +9,7 @@ pub(crate) mod agent;
 pub mod auth;
 mod cluster;
 mod fleet;
+mod policy;
 mod raft;
 mod security;
 pub mod status;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use bulwark_proto::v1::agent_service_server::AgentServiceServer;
 use bulwark_proto::v1::cluster_service_server::ClusterServiceServer;
 use bulwark_proto::v1::fleet_service_server::FleetServiceServer;
+use bulwark_proto::v1::policy_service_server::PolicyServiceServer;
 use bulwark_proto::v1::raft_service_server::RaftServiceServer;
 use bulwark_proto::v1::security_service_server::SecurityServiceServer;
 use bulwark_proto::v1::store_service_server::StoreServiceServer;
@@ -109,6 +111,7 @@ pub async fn serve(
         .add_service(AgentServiceServer::new(agent::AgentApi::new(node.clone())))
         .add_service(FleetServiceServer::new(fleet::FleetApi::new(node.clone())))
         .add_service(SecurityServiceServer::new(security::SecurityApi::new(node.clone())))
+        .add_service(PolicyServiceServer::new(policy::PolicyApi::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -10,4 +10,5 @@ mod t50_security;
 mod t55_python;
 mod t56_pki_cli;
 mod t60_policy;
+mod t61_policy_apply;
 mod t90_demo;
