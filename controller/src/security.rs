@@ -171,6 +171,23 @@ pub fn agent_revoked(reader: &Reader, id: &str) -> Option<String> {
     read::<Revocation>(reader, REVOKED_AGENT, id).ok().flatten().map(|(r, _)| r.reason)
 }
 
+/// Every agent with whether it is revoked, and the newest revision of its record or its
+/// revocation (inputs of resolution).
+pub fn agents_for_resolution(reader: &Reader) -> Result<Vec<(AgentRecord, bool, u64)>, NodeError> {
+    let (records, _) = reader.list(AGENT).map_err(|e| NodeError::Internal(e.to_string()))?;
+    records
+        .iter()
+        .map(|r| {
+            let agent: AgentRecord = parse(r)?;
+            let revoked = reader
+                .get(REVOKED_AGENT, &agent.id)
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            let rev = r.mod_revision.max(revoked.as_ref().map_or(0, |x| x.mod_revision));
+            Ok((agent, revoked.is_some(), rev))
+        })
+        .collect()
+}
+
 pub fn list_agents(reader: &Reader) -> Result<Vec<(AgentRecord, Option<String>)>, NodeError> {
     let agents: Vec<AgentRecord> = list(reader, AGENT)?;
     Ok(agents

@@ -38,12 +38,25 @@ pub async fn enroll_raw(
     csr_pem: &str,
     reenroll_id: &str,
 ) -> Result<pb::EnrollReply, ClientError> {
+    enroll_raw_at(cluster, endpoint, token, hostname, "198.18.0.10", csr_pem, reenroll_id).await
+}
+
+/// [`enroll_raw`] reporting `address` as the host's address.
+pub async fn enroll_raw_at(
+    cluster: &Cluster,
+    endpoint: &str,
+    token: &str,
+    hostname: &str,
+    address: &str,
+    csr_pem: &str,
+    reenroll_id: &str,
+) -> Result<pb::EnrollReply, ClientError> {
     let ca = std::fs::read(&cluster.admin.ca).unwrap_or_default();
     let client = Client::anonymous(&ca, &[endpoint.to_owned()], Duration::ZERO)?;
     let facts = pb::HostFacts {
         hostname: hostname.to_owned(),
         os: "Debian GNU/Linux 12".into(),
-        addresses: vec!["198.18.0.10".into()],
+        addresses: vec![address.into()],
         mac: "02:00:00:00:00:10".into(),
     };
     client
@@ -64,8 +77,19 @@ impl LabAgent {
         token: &str,
         hostname: &str,
     ) -> Result<Self> {
+        Self::enroll_at(cluster, endpoint, token, hostname, "198.18.0.10").await
+    }
+
+    /// Enrolls a new agent that reports `address` as its host address.
+    pub async fn enroll_at(
+        cluster: &Cluster,
+        endpoint: &str,
+        token: &str,
+        hostname: &str,
+        address: &str,
+    ) -> Result<Self> {
         let (key, csr) = key_and_csr()?;
-        let reply = enroll_raw(cluster, endpoint, token, hostname, &csr, "").await?;
+        let reply = enroll_raw_at(cluster, endpoint, token, hostname, address, &csr, "").await?;
         let files = cluster.pki.write(
             &format!("agent-{}", reply.agent_id),
             &reply.cert_pem,

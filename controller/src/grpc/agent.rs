@@ -15,6 +15,11 @@ use tonic::{Request, Response, Status};
 use super::auth::{Caller, Peer};
 use super::caller;
 use crate::node::Node;
+use crate::policy::model::{
+    Action, Direction, InterfaceKind, Mode, Protocol, UserAction, WifiSecurity, Wireless,
+};
+use crate::policy::resolve::{Inputs, Resolved, ResolvedRule, resolve};
+use crate::policy::store as policy_store;
 use crate::security::{self, HostFacts};
 
 /// A token bucket per source address for `Enroll`.
@@ -140,7 +145,122 @@ impl AgentService for AgentApi {
     }
 }
 
-/// Sends the agent's desired state whenever the applied revision passes what it has;
+fn action(a: Action) -> String {
+    match a {
+        Action::Allow => "allow".into(),
+        Action::Deny => "deny".into(),
+    }
+}
+
+fn rule_to_pb(rule: ResolvedRule) -> pb::FirewallRule {
+    pb::FirewallRule {
+        action: action(rule.action),
+        direction: match rule.direction {
+            Direction::Inbound => "inbound".into(),
+            Direction::Outbound => "outbound".into(),
+        },
+        any_peer: rule.peers.is_none(),
+        addresses: rule.peers.unwrap_or_default().iter().map(ToString::to_string).collect(),
+        ports: rule
+            .ports
+            .iter()
+            .map(|p| pb::PortRange {
+                protocol: if p.protocol == Protocol::Tcp { "tcp".into() } else { "udp".into() },
+                first: p.first.into(),
+                last: p.last.into(),
+            })
+            .collect(),
+        interface: match rule.interface {
+            InterfaceKind::Any => "any".into(),
+            InterfaceKind::Wired => "wired".into(),
+            InterfaceKind::Wireless => "wireless".into(),
+        },
+        log: rule.log,
+        policy: rule.policy,
+    }
+}
+
+fn security_name(s: WifiSecurity) -> String {
+    match s {
+        WifiSecurity::Wpa2Psk => "wpa2-psk".into(),
+        WifiSecurity::Wpa3Sae => "wpa3-sae".into(),
+        WifiSecurity::Wpa2Enterprise => "wpa2-enterprise".into(),
+        WifiSecurity::Wpa3Enterprise => "wpa3-enterprise".into(),
+    }
+}
+
+/// The domain resolution as the wire type.
+pub fn resolved_to_pb(r: Resolved) -> pb::DesiredState {
+    let audit = |m: Mode| m == Mode::Audit;
+    pb::DesiredState {
+        revision: r.revision,
+        agent_id: r.agent_id,
+        policies: r.policies,
+        firewall: r.firewall.map(|fw| pb::FirewallState {
+            default_inbound: action(fw.default_inbound),
+            default_outbound: action(fw.default_outbound),
+            rules: fw.rules.into_iter().map(rule_to_pb).collect(),
+            log_rate_per_minute: fw.log_rate_per_minute,
+            audit: audit(fw.mode),
+        }),
+        wireless: r.wireless.map(|w| pb::WirelessState {
+            radios_off: w.value == Wireless::Off,
+            allowed: match w.value {
+                Wireless::Off => Vec::new(),
+                Wireless::Allowlist(list) => list
+                    .into_iter()
+                    .map(|s| pb::AllowedSsid {
+                        ssid: s.ssid,
+                        min_security: security_name(s.security),
+                    })
+                    .collect(),
+            },
+            audit: audit(w.mode),
+            policy: w.policy,
+        }),
+        passwords: r.passwords.map(|p| pb::PasswordState {
+            profile: p.value.profile,
+            min_length: p.value.min_length,
+            min_classes: p.value.min_classes,
+            max_age_days: p.value.max_age_days,
+            min_age_days: p.value.min_age_days,
+            warn_age_days: p.value.warn_age_days,
+            lockout_attempts: p.value.lockout_attempts,
+            unlock_time_seconds: p.value.unlock_time_seconds,
+            audit: audit(p.mode),
+            policy: p.policy,
+        }),
+        users: r.users.map(|u| pb::UserState {
+            alert_new_users: u.value.alert_new_users,
+            privileged_groups: u.value.privileged_groups,
+            allowed_accounts: u.value.allowed_accounts,
+            lock_unexpected: u.value.action == UserAction::Lock,
+            audit: audit(u.mode),
+            policy: u.policy,
+        }),
+        logins: r.logins.map(|l| pb::LoginState {
+            record: l.value.record,
+            brute_force_threshold: l.value.brute_force_threshold,
+            brute_force_window_seconds: l.value.brute_force_window_seconds,
+            policy: l.policy,
+        }),
+    }
+}
+
+/// Resolves agent `id`'s desired state from this node's applied state.
+fn desired_state(node: &Node, id: &str) -> Result<pb::DesiredState, Status> {
+    let reader = &node.reader;
+    let documents: Vec<_> = policy_store::stored(reader)?.into_iter().map(|(d, _)| d).collect();
+    let agents = security::agents_for_resolution(reader)?;
+    let Some((me, _, my_rev)) = agents.iter().find(|(a, _, _)| a.id == id) else {
+        return Err(Status::not_found(format!("agent {id} is not enrolled in this cluster")));
+    };
+    let documents_revision = policy_store::generation(reader)?;
+    let inputs = Inputs { documents: &documents, agents: &agents, documents_revision };
+    Ok(resolved_to_pb(resolve(&inputs, me, *my_rev)))
+}
+
+/// Sends the agent's desired state whenever its revision passes what the agent has;
 /// ends the stream with PERMISSION_DENIED as soon as the agent is revoked.
 async fn stream_desired(
     node: Arc<Node>,
@@ -150,7 +270,7 @@ async fn stream_desired(
 ) {
     let mut applied = node.reader.subscribe();
     loop {
-        let revision = *applied.borrow_and_update();
+        applied.borrow_and_update();
         if let Some(reason) = security::agent_revoked(&node.reader, &id) {
             tracing::info!(agent_id = %id, "closing the stream of a revoked agent");
             let _ = tx
@@ -158,11 +278,18 @@ async fn stream_desired(
                 .await;
             return;
         }
-        if revision > have {
-            if tx.send(Ok(pb::DesiredState { revision })).await.is_err() {
+        match desired_state(&node, &id) {
+            Ok(state) if state.revision > have => {
+                have = state.revision;
+                if tx.send(Ok(state)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
                 return;
             }
-            have = revision;
         }
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { return },

@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod model;
 pub mod parse;
+pub mod resolve;
 pub mod store;
 pub mod yaml;
 

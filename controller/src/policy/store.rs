@@ -9,6 +9,25 @@ use crate::raft::state_machine::Reader;
 use crate::store::{Command, Proposal};
 
 pub const KIND: &str = "bulwark.policy";
+/// One record whose mod revision is the revision of the last policy change, deletes included.
+const GENERATION: (&str, &str) = ("bulwark.policy-meta", "generation");
+
+fn bump_generation() -> Command {
+    Command::Put {
+        kind: GENERATION.0.into(),
+        key: GENERATION.1.into(),
+        value: Vec::new(),
+        expect_mod_revision: None,
+    }
+}
+
+/// The revision of the last change to any policy document (0: never).
+pub fn generation(reader: &Reader) -> Result<u64, NodeError> {
+    Ok(reader
+        .get(GENERATION.0, GENERATION.1)
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+        .map_or(0, |r| r.mod_revision))
+}
 
 /// Every stored document with its mod revision, in key order.
 pub fn stored(reader: &Reader) -> Result<Vec<(Document, u64)>, NodeError> {
@@ -81,6 +100,7 @@ pub async fn apply(
         if dry_run || ops.is_empty() {
             return Ok(Applied { revision: 0, changes, warnings });
         }
+        ops.push(bump_generation());
         let written = node
             .write(Proposal { request_id: Some(rand::random()), command: Command::Txn(ops) })
             .await?;
@@ -126,8 +146,10 @@ pub async fn delete(node: &Node, key: &str) -> Result<u64, NodeError> {
     if !users.is_empty() {
         return Err(NodeError::Refused(format!("{key} is still used by {}", users.join(", "))));
     }
-    let cmd =
-        Command::Delete { kind: KIND.into(), key: key.into(), expect_mod_revision: Some(*rev) };
+    let cmd = Command::Txn(vec![
+        Command::Delete { kind: KIND.into(), key: key.into(), expect_mod_revision: Some(*rev) },
+        bump_generation(),
+    ]);
     let written = node.write(Proposal { request_id: Some(rand::random()), command: cmd }).await?;
     if written.outcome.conflict.is_some() {
         return Err(NodeError::Unavailable(format!("{key} changed while deleting it; retry")));

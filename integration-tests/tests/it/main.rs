@@ -11,4 +11,5 @@ mod t55_python;
 mod t56_pki_cli;
 mod t60_policy;
 mod t61_policy_apply;
+mod t62_desired_state;
 mod t90_demo;
