@@ -431,6 +431,28 @@ impl Client {
         .await
     }
 
+    pub async fn policy_history(&self, key: &str) -> Result<Vec<pb::HistoryEntry>, ClientError> {
+        let req = pb::HistoryRequest { key: key.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::policy(c).history(req).await?.into_inner().entries) }
+        })
+        .await
+    }
+
+    pub async fn policy_rollback(
+        &self,
+        to_revision: u64,
+        dry_run: bool,
+    ) -> Result<pb::ApplyReply, ClientError> {
+        let req = pb::RollbackRequest { to_revision, dry_run };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::policy(c).rollback(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     fn cluster(channel: Channel) -> ClusterServiceClient<Channel> {
         ClusterServiceClient::new(channel).max_decoding_message_size(256 << 20)
     }

@@ -27,35 +27,76 @@ pub enum PolicyCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show what applying the files would change: documents, and which agents' desired
+    /// state, with the firewall rules added and removed per group of agents. Stores nothing.
+    Diff {
+        #[arg(short = 'f', long = "file", required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// List stored documents (optionally of one kind: Segment, Service, Policy).
     List { kind: Option<String> },
     /// Print one stored document (KEY is Kind/name, e.g. Policy/modalities).
     Get { key: String },
     /// Delete one document; refused while others still refer to it.
     Delete { key: String },
+    /// Every retained change of one document (KEY is Kind/name).
+    History { key: String },
+    /// Make the stored documents what they were at a revision, as one new revision.
+    Rollback {
+        /// The revision to return to (see `policy history` or `policy list`).
+        #[arg(long = "to")]
+        to_revision: u64,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+async fn apply(cli: &Cli, paths: &[PathBuf], dry_run: bool) -> Result<(), CtlError> {
+    let sources = policy::read_paths(paths).map_err(CtlError::Io)?;
+    let reply = cli.client()?.apply_policies(sources, dry_run).await?;
+    print_reply(&reply, dry_run);
+    Ok(())
+}
+
+fn print_reply(reply: &bulwark_proto::v1::ApplyReply, dry_run: bool) {
+    for w in &reply.warnings {
+        eprintln!("{w}");
+    }
+    for c in &reply.changes {
+        println!("{:<10} {}", c.change, c.key);
+    }
+    let verb = if dry_run { "would change" } else { "changed" };
+    println!("{} agents' desired state {verb}", reply.agents_affected);
+    for group in &reply.impacts {
+        println!("  {} agents ({}):", group.agent_ids.len(), group.hostnames.join(", "));
+        for p in &group.policies_changed {
+            println!("    policy {p}");
+        }
+        for s in &group.sections_changed {
+            println!("    ~ {s}");
+        }
+        for r in &group.rules_added {
+            println!("    + {r}");
+        }
+        for r in &group.rules_removed {
+            println!("    - {r}");
+        }
+    }
+    if dry_run {
+        eprintln!("dry run: nothing was stored");
+    } else if reply.revision > 0 {
+        eprintln!("applied at revision {}", reply.revision);
+    } else {
+        eprintln!("nothing changed");
+    }
 }
 
 pub async fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<(), CtlError> {
     match cmd {
         PolicyCmd::Validate { paths } => validate(paths),
-        PolicyCmd::Apply { paths, dry_run } => {
-            let sources = policy::read_paths(paths).map_err(CtlError::Io)?;
-            let reply = cli.client()?.apply_policies(sources, *dry_run).await?;
-            for w in &reply.warnings {
-                eprintln!("{w}");
-            }
-            for c in &reply.changes {
-                println!("{:<10} {}", c.change, c.key);
-            }
-            if *dry_run {
-                eprintln!("dry run: nothing was stored");
-            } else if reply.revision > 0 {
-                eprintln!("applied at revision {}", reply.revision);
-            } else {
-                eprintln!("nothing changed");
-            }
-            Ok(())
-        }
+        PolicyCmd::Apply { paths, dry_run } => apply(cli, paths, *dry_run).await,
+        PolicyCmd::Diff { paths } => apply(cli, paths, true).await,
         PolicyCmd::List { kind } => {
             let reply = cli.client()?.list_documents(kind.as_deref().unwrap_or("")).await?;
             for d in &reply.documents {
@@ -67,6 +108,17 @@ pub async fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<(), CtlError> {
         PolicyCmd::Get { key } => {
             let doc = cli.client()?.get_document(key).await?;
             println!("{}", doc.json);
+            Ok(())
+        }
+        PolicyCmd::History { key } => {
+            for e in cli.client()?.policy_history(key).await? {
+                println!("--- revision {} ({})\n{}", e.revision, e.op, e.json);
+            }
+            Ok(())
+        }
+        PolicyCmd::Rollback { to_revision, dry_run } => {
+            let reply = cli.client()?.policy_rollback(*to_revision, *dry_run).await?;
+            print_reply(&reply, *dry_run);
             Ok(())
         }
         PolicyCmd::Delete { key } => {

@@ -73,8 +73,10 @@ pub fn rule(path: &str) -> Option<Rule> {
         ("bulwark.v1.FleetService", "RevokeAgent" | "PermitReenroll") => {
             r(Who::Admin(Operator), true)
         }
-        ("bulwark.v1.PolicyService", "Apply" | "DeleteDocument") => r(Who::Admin(Operator), true),
-        ("bulwark.v1.PolicyService", "ListDocuments" | "GetDocument") => {
+        ("bulwark.v1.PolicyService", "Apply" | "DeleteDocument" | "Rollback") => {
+            r(Who::Admin(Operator), true)
+        }
+        ("bulwark.v1.PolicyService", "ListDocuments" | "GetDocument" | "History") => {
             r(Who::Admin(Viewer), false)
         }
         ("bulwark.v1.EventService", "ListEvents") => r(Who::Admin(Viewer), false),

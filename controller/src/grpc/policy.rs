@@ -1,4 +1,5 @@
-//! PolicyService: validated, atomic apply of policy documents; list, get, delete.
+//! PolicyService: validated, atomic apply of policy documents; list, get, delete, history
+//! and rollback.
 
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use tonic::{Request, Response, Status};
 
 use super::audited;
 use crate::node::{Consistency, Node};
-use crate::policy::store as policy_store;
+use crate::policy::store::{self as policy_store, Applied};
+use crate::store::ChangeOp;
 
 pub struct PolicyApi {
     node: Arc<Node>,
@@ -20,11 +22,41 @@ impl PolicyApi {
     }
 }
 
-fn changes_to_pb(changes: Vec<(String, &'static str)>) -> Vec<pb::DocumentChange> {
-    changes
-        .into_iter()
-        .map(|(key, change)| pb::DocumentChange { key, change: change.into() })
-        .collect()
+fn applied_to_pb(outcome: Applied) -> pb::ApplyReply {
+    pb::ApplyReply {
+        revision: outcome.revision,
+        changes: outcome
+            .changes
+            .into_iter()
+            .map(|(key, change)| pb::DocumentChange { key, change: change.into() })
+            .collect(),
+        warnings: outcome.warnings,
+        impacts: outcome
+            .impacts
+            .into_iter()
+            .map(|(i, agents)| pb::AgentImpact {
+                agent_ids: agents.iter().map(|(id, _)| id.clone()).collect(),
+                hostnames: agents.into_iter().map(|(_, h)| h).collect(),
+                rules_added: i.rules_added,
+                rules_removed: i.rules_removed,
+                sections_changed: i.sections_changed,
+                policies_changed: i.policies_changed,
+            })
+            .collect(),
+        agents_affected: outcome.agents_affected as u32,
+    }
+}
+
+fn doc_to_pb(doc: &crate::policy::Document, mod_revision: u64) -> pb::PolicyDocument {
+    pb::PolicyDocument {
+        key: doc.key(),
+        json: serde_json::to_string_pretty(doc).unwrap_or_default(),
+        mod_revision,
+    }
+}
+
+fn dry(dry_run: bool) -> &'static str {
+    if dry_run { " (dry run)" } else { "" }
 }
 
 #[tonic::async_trait]
@@ -37,17 +69,8 @@ impl PolicyService for PolicyApi {
         let sources: Vec<(String, String)> =
             r.files.into_iter().map(|f| (f.name, f.text)).collect();
         let outcome = policy_store::apply(&self.node, &sources, r.dry_run).await?;
-        let target = format!(
-            "{} documents{}",
-            outcome.changes.len(),
-            if r.dry_run { " (dry run)" } else { "" }
-        );
-        let reply = pb::ApplyReply {
-            revision: outcome.revision,
-            changes: changes_to_pb(outcome.changes),
-            warnings: outcome.warnings,
-        };
-        Ok(audited(reply, target))
+        let target = format!("{} documents{}", outcome.changes.len(), dry(r.dry_run));
+        Ok(audited(applied_to_pb(outcome), target))
     }
 
     async fn list_documents(
@@ -58,13 +81,9 @@ impl PolicyService for PolicyApi {
         let kind = req.into_inner().kind;
         let revision = self.node.reader.revision();
         let documents = policy_store::stored(&self.node.reader)?
-            .into_iter()
+            .iter()
             .filter(|(doc, _)| kind.is_empty() || doc.kind() == kind)
-            .map(|(doc, rev)| pb::PolicyDocument {
-                key: doc.key(),
-                json: serde_json::to_string_pretty(&doc).unwrap_or_default(),
-                mod_revision: rev,
-            })
+            .map(|(doc, rev)| doc_to_pb(doc, *rev))
             .collect();
         Ok(Response::new(pb::ListDocumentsReply { documents, revision }))
     }
@@ -75,17 +94,11 @@ impl PolicyService for PolicyApi {
     ) -> Result<Response<pb::PolicyDocument>, Status> {
         self.node.read_barrier(Consistency::Linearizable).await?;
         let key = req.into_inner().key;
-        let (doc, rev) = policy_store::stored(&self.node.reader)?
-            .into_iter()
-            .find(|(d, _)| d.key() == key)
-            .ok_or_else(|| {
-                Status::not_found(format!("no document {key} (keys look like Policy/modalities)"))
-            })?;
-        Ok(Response::new(pb::PolicyDocument {
-            key,
-            json: serde_json::to_string_pretty(&doc).unwrap_or_default(),
-            mod_revision: rev,
-        }))
+        let stored = policy_store::stored(&self.node.reader)?;
+        let (doc, rev) = stored.iter().find(|(d, _)| d.key() == key).ok_or_else(|| {
+            Status::not_found(format!("no document {key} (keys look like Policy/modalities)"))
+        })?;
+        Ok(Response::new(doc_to_pb(doc, *rev)))
     }
 
     async fn delete_document(
@@ -94,11 +107,35 @@ impl PolicyService for PolicyApi {
     ) -> Result<Response<pb::ApplyReply>, Status> {
         let key = req.into_inner().key;
         let revision = policy_store::delete(&self.node, &key).await?;
-        let reply = pb::ApplyReply {
-            revision,
-            changes: vec![pb::DocumentChange { key: key.clone(), change: "deleted".into() }],
-            warnings: Vec::new(),
-        };
-        Ok(audited(reply, key))
+        let outcome =
+            Applied { revision, changes: vec![(key.clone(), "deleted")], ..Applied::default() };
+        Ok(audited(applied_to_pb(outcome), key))
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryReply>, Status> {
+        self.node.read_barrier(Consistency::Linearizable).await?;
+        let key = req.into_inner().key;
+        let entries = policy_store::history(&self.node.reader, &key)?
+            .into_iter()
+            .map(|(revision, op, doc)| pb::HistoryEntry {
+                revision,
+                op: if op == ChangeOp::Put { "put".into() } else { "delete".into() },
+                json: serde_json::to_string_pretty(&doc).unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::HistoryReply { entries }))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::ApplyReply>, Status> {
+        let r = req.into_inner();
+        let outcome = policy_store::rollback(&self.node, r.to_revision, r.dry_run).await?;
+        let target = format!("to revision {}{}", r.to_revision, dry(r.dry_run));
+        Ok(audited(applied_to_pb(outcome), target))
     }
 }

@@ -90,8 +90,10 @@ pub struct FirewallRule {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firewall {
-    pub default_inbound: Action,
-    pub default_outbound: Action,
+    /// Unset: a lower-priority policy's setting applies, else deny.
+    pub default_inbound: Option<Action>,
+    /// Unset: a lower-priority policy's setting applies, else allow.
+    pub default_outbound: Option<Action>,
     pub rules: Vec<FirewallRule>,
     /// Log lines per minute at most for rules with `log: true`.
     pub log_rate_per_minute: u32,

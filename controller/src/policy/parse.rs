@@ -158,12 +158,12 @@ fn opt_u32(
 fn firewall(d: &mut Decoder, node: &Node, path: &str) -> Option<Firewall> {
     let mut f = d.map(node, path)?;
     let default_inbound = match f.get("defaultInbound") {
-        Some(n) => action(d, n, &f.path("defaultInbound")),
-        None => Some(Action::Deny),
+        Some(n) => action(d, n, &f.path("defaultInbound")).map(Some),
+        None => Some(None),
     };
     let default_outbound = match f.get("defaultOutbound") {
-        Some(n) => action(d, n, &f.path("defaultOutbound")),
-        None => Some(Action::Allow),
+        Some(n) => action(d, n, &f.path("defaultOutbound")).map(Some),
+        None => Some(None),
     };
     let log_rate = match f.get("logRatePerMinute") {
         Some(_) => opt_u32(d, &mut f, "logRatePerMinute", 1, 6000, "a rate per minute"),

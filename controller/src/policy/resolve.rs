@@ -7,9 +7,10 @@
 //!   (highest first), then name.
 //! - `wireless`, `passwords`, `users`, `logins`: the first policy in that order that has
 //!   the section decides it, whole, with its mode.
-//! - `firewall`: the defaults come from the first policy that has a firewall section; the
-//!   rules of all policies are concatenated in policy order, each policy's rules in their
-//!   written order. The first matching rule wins.
+//! - `firewall`: each default (inbound, outbound) comes from the first policy that sets it
+//!   (else deny inbound, allow outbound); the mode from the first policy with a firewall
+//!   section; the rules of all policies are concatenated in policy order, each policy's
+//!   rules in their written order. The first matching rule wins.
 //! - A segment's addresses are its CIDRs plus the addresses reported by non-revoked agents
 //!   whose labels match its selector, sorted and deduplicated.
 
@@ -163,9 +164,14 @@ pub fn resolve(inputs: &Inputs, agent: &AgentRecord, agent_revision: u64) -> Res
                 });
             }
         }
+        let with_firewall = || policies.iter().filter_map(|p| p.firewall.as_ref());
         Some(ResolvedFirewall {
-            default_inbound: fw.default_inbound,
-            default_outbound: fw.default_outbound,
+            default_inbound: with_firewall()
+                .find_map(|f| f.default_inbound)
+                .unwrap_or(Action::Deny),
+            default_outbound: with_firewall()
+                .find_map(|f| f.default_outbound)
+                .unwrap_or(Action::Allow),
             rules,
             log_rate_per_minute: fw.log_rate_per_minute,
             mode: first.mode,
@@ -185,3 +191,100 @@ pub fn resolve(inputs: &Inputs, agent: &AgentRecord, agent_revision: u64) -> Res
 
 #[cfg(test)]
 mod tests;
+
+/// How one agent's desired state changes between two resolutions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Impact {
+    pub rules_added: Vec<String>,
+    pub rules_removed: Vec<String>,
+    pub sections_changed: Vec<String>,
+    pub policies_changed: Vec<String>,
+}
+
+impl Impact {
+    pub fn is_empty(&self) -> bool {
+        self.rules_added.is_empty()
+            && self.rules_removed.is_empty()
+            && self.sections_changed.is_empty()
+            && self.policies_changed.is_empty()
+    }
+}
+
+/// A rule in words, for diffs.
+pub fn describe(rule: &ResolvedRule) -> String {
+    let verb = if rule.action == Action::Allow { "allow" } else { "deny" };
+    let (dir, prep) = match rule.direction {
+        Direction::Inbound => ("inbound", "from"),
+        Direction::Outbound => ("outbound", "to"),
+    };
+    let peers = match &rule.peers {
+        None => "anywhere".to_owned(),
+        Some(p) if p.is_empty() => "nobody (empty segments)".to_owned(),
+        Some(p) => p.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+    };
+    let ports = if rule.ports.is_empty() {
+        "any port".to_owned()
+    } else {
+        let list: Vec<String> = rule
+            .ports
+            .iter()
+            .map(|p| {
+                let proto = if p.protocol == Protocol::Tcp { "tcp" } else { "udp" };
+                if p.first == p.last {
+                    format!("{proto}/{}", p.first)
+                } else {
+                    format!("{proto}/{}-{}", p.first, p.last)
+                }
+            })
+            .collect();
+        list.join(",")
+    };
+    let iface = match rule.interface {
+        InterfaceKind::Any => "",
+        InterfaceKind::Wired => " on wired",
+        InterfaceKind::Wireless => " on wireless",
+    };
+    let log = if rule.log { ", logged" } else { "" };
+    format!("{verb} {dir} {prep} {peers} on {ports}{iface}{log} (policy {})", rule.policy)
+}
+
+/// What changes from `before` to `after` for one agent.
+pub fn impact(before: &Resolved, after: &Resolved) -> Impact {
+    let rules = |r: &Resolved| -> Vec<String> {
+        r.firewall.iter().flat_map(|f| &f.rules).map(describe).collect()
+    };
+    let (b, a) = (rules(before), rules(after));
+    let mut out = Impact {
+        rules_added: a.iter().filter(|r| !b.contains(r)).cloned().collect(),
+        rules_removed: b.iter().filter(|r| !a.contains(r)).cloned().collect(),
+        ..Impact::default()
+    };
+    let defaults =
+        |r: &Resolved| r.firewall.as_ref().map(|f| (f.default_inbound, f.default_outbound, f.mode));
+    if defaults(before) != defaults(after) {
+        out.sections_changed.push("firewall-defaults".into());
+    }
+    if before.wireless != after.wireless {
+        out.sections_changed.push("wireless".into());
+    }
+    if before.passwords != after.passwords {
+        out.sections_changed.push("passwords".into());
+    }
+    if before.users != after.users {
+        out.sections_changed.push("users".into());
+    }
+    if before.logins != after.logins {
+        out.sections_changed.push("logins".into());
+    }
+    for p in &after.policies {
+        if !before.policies.contains(p) {
+            out.policies_changed.push(format!("+{p}"));
+        }
+    }
+    for p in &before.policies {
+        if !after.policies.contains(p) {
+            out.policies_changed.push(format!("-{p}"));
+        }
+    }
+    out
+}

@@ -12,4 +12,5 @@ mod t56_pki_cli;
 mod t60_policy;
 mod t61_policy_apply;
 mod t62_desired_state;
+mod t63_policy_rollback;
 mod t90_demo;
