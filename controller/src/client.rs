@@ -446,11 +446,7 @@ impl Client {
         dry_run: bool,
     ) -> Result<pb::ApplyReply, ClientError> {
         let req = pb::RollbackRequest { to_revision, dry_run };
-        self.call(|c| {
-            let req = req.clone();
-            async move { Ok(Self::policy(c).rollback(req).await?.into_inner()) }
-        })
-        .await
+        self.call(|c| async move { Ok(Self::policy(c).rollback(req).await?.into_inner()) }).await
     }
 
     fn cluster(channel: Channel) -> ClusterServiceClient<Channel> {

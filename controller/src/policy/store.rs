@@ -49,18 +49,21 @@ pub struct Applied {
     pub revision: u64,
     pub changes: Vec<(String, &'static str)>,
     pub warnings: Vec<String>,
-    /// Agents whose desired state changes, grouped by identical change: (change, agents as
-    /// (id, hostname)).
-    pub impacts: Vec<(Impact, Vec<(String, String)>)>,
+    /// Agents whose desired state changes, grouped by identical change.
+    pub impacts: Vec<ImpactGroup>,
     pub agents_affected: usize,
 }
 
-/// The agents whose desired state differs between two document sets, grouped.
+/// One change and the agents (id, hostname) it reaches.
+pub type ImpactGroup = (Impact, Vec<(String, String)>);
+
+/// The agents whose desired state differs between two document sets, grouped, and how
+/// many they are.
 pub fn impacts(
     reader: &Reader,
     before: &[Document],
     after: &[Document],
-) -> Result<(Vec<(Impact, Vec<(String, String)>)>, usize), NodeError> {
+) -> Result<(Vec<ImpactGroup>, usize), NodeError> {
     let agents = crate::security::agents_for_resolution(reader)?;
     let mut groups: BTreeMap<Impact, Vec<(String, String)>> = BTreeMap::new();
     let mut affected = 0;
