@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod certs;
 pub mod cluster;
+pub mod ctl;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterOptions};

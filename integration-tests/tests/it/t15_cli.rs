@@ -1,30 +1,16 @@
 //! `bulwarkctl` as an operator runs it: the real binary against a real cluster.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use bulwark_integration_tests::Cluster;
 use bulwark_integration_tests::cluster::workspace_bin;
+use bulwark_integration_tests::ctl::bulwarkctl;
 
 /// Runs `bulwarkctl ARGS` with the lab's admin identity; returns (success, stdout, stderr).
 async fn ctl(cluster: &Cluster, endpoints: &str, args: &[&str]) -> Result<(bool, String, String)> {
-    let mut cmd = tokio::process::Command::new(workspace_bin("bulwarkctl")?);
-    cmd.args(args)
-        .env("BULWARK_ENDPOINTS", endpoints)
-        .env("BULWARK_TLS_CA", &cluster.admin.ca)
-        .env("BULWARK_TLS_CERT", &cluster.admin.cert)
-        .env("BULWARK_TLS_KEY", &cluster.admin.key)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .context("bulwarkctl hung")??;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    let out = bulwarkctl(endpoints, &cluster.admin, args).await?;
+    Ok((out.ok, out.stdout, out.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

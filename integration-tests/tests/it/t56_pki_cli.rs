@@ -6,8 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
+use bulwark_controller::tls::TlsFiles;
 use bulwark_integration_tests::cluster::{free_port, workspace_bin};
+use bulwark_integration_tests::ctl::bulwarkctl;
 use bulwark_integration_tests::eventually;
 
 struct Ctl {
@@ -16,23 +18,15 @@ struct Ctl {
 }
 
 impl Ctl {
+    /// Runs `bulwarkctl ARGS` as admin `who` (files from `pki init` / `issue-admin`).
     async fn run(&self, who: &str, args: &[&str]) -> Result<(bool, String, String)> {
-        let mut cmd = tokio::process::Command::new(workspace_bin("bulwarkctl")?);
-        cmd.args(args)
-            .env("BULWARK_ENDPOINTS", &self.endpoint)
-            .env("BULWARK_TLS_CA", self.dir.join("ca.pem"))
-            .env("BULWARK_TLS_CERT", self.dir.join(format!("admin-{who}.pem")))
-            .env("BULWARK_TLS_KEY", self.dir.join(format!("admin-{who}-key.pem")))
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-            .await
-            .context("bulwarkctl hung")??;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        let tls = TlsFiles {
+            ca: self.dir.join("ca.pem"),
+            cert: self.dir.join(format!("admin-{who}.pem")),
+            key: self.dir.join(format!("admin-{who}-key.pem")),
+        };
+        let out = bulwarkctl(&self.endpoint, &tls, args).await?;
+        Ok((out.ok, out.stdout, out.stderr))
     }
 }
 
