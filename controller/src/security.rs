@@ -400,10 +400,15 @@ impl AuditEntry {
     }
 }
 
-/// Appends an entry to the audit log, committed through Raft (keys sort by time).
-pub async fn record_audit(node: &Node, entry: AuditEntry) -> Result<(), NodeError> {
+/// The command that appends `entry` to the audit log (keys sort by time).
+pub fn audit_command(entry: &AuditEntry) -> Result<Command, NodeError> {
     let key = format!("{:016}-{}", entry.at_unix_ms, hex::encode(rand::random::<[u8; 4]>()));
-    commit(node, Command::Audit { key, entry: json(&entry)? }).await.map(|_| ())
+    Ok(Command::Audit { key, entry: json(entry)? })
+}
+
+/// Appends an entry to the audit log, committed through Raft.
+pub async fn record_audit(node: &Node, entry: AuditEntry) -> Result<(), NodeError> {
+    commit(node, audit_command(&entry)?).await.map(|_| ())
 }
 
 /// Audit entries since `since_ms`, optionally by `who` and for methods containing `method`.

@@ -109,6 +109,10 @@ impl Caller {
 #[derive(Debug, Clone)]
 pub struct AuditTarget(pub String);
 
+/// Set by a handler that committed its audit entry in the same Raft entry as its change.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditRecorded;
+
 /// Where a request came from, for audit and rate limiting.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub Option<SocketAddr>);
@@ -261,7 +265,7 @@ where
         let node = self.node.clone();
         Box::pin(async move {
             let response = inner.call(req).await?;
-            if rule.audited {
+            if rule.audited && response.extensions().get::<AuditRecorded>().is_none() {
                 let code = response
                     .headers()
                     .get("grpc-status")

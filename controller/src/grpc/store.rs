@@ -9,9 +9,16 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::auth::{AuditRecorded, Caller, Peer};
 use super::status::conflict;
 use crate::node::{Consistency, Node};
+use crate::security::{self, AuditEntry};
 use crate::store::{Change, ChangeOp, Command, Proposal, Record};
+
+fn who<T>(req: &Request<T>) -> (Caller, Option<std::net::SocketAddr>) {
+    let peer = req.extensions().get::<Peer>().and_then(|p| p.0);
+    (super::caller(req), peer)
+}
 
 pub struct StoreApi {
     node: Arc<Node>,
@@ -22,8 +29,11 @@ impl StoreApi {
         Self { node }
     }
 
+    /// Commits `command` and its audit entry in one Raft entry.
     async fn write(
         &self,
+        method: &str,
+        who: (Caller, Option<std::net::SocketAddr>),
         request_id: &[u8],
         command: Command,
     ) -> Result<Response<pb::WriteReply>, Status> {
@@ -56,13 +66,19 @@ impl StoreApi {
                 "records of kind {kind} are managed by Bulwark itself; use bulwarkctl token, agent, admin or audit"
             )));
         }
+        let target = format!("{kind}/{key}");
+        let entry =
+            AuditEntry::new(&who.0, method, target.clone(), who.1, tonic::Code::Ok, String::new());
+        let command = Command::Txn(vec![command, security::audit_command(&entry)?]);
         let written = self.node.write(Proposal { request_id, command }).await?;
         if let Some(actual) = written.outcome.conflict {
             return Err(conflict(&kind, &key, expected.unwrap_or_default(), actual));
         }
         let reply =
             pb::WriteReply { revision: written.outcome.revision, log_index: written.log_index };
-        Ok(super::audited(reply, format!("{kind}/{key}")))
+        let mut response = super::audited(reply, target);
+        response.extensions_mut().insert(AuditRecorded);
+        Ok(response)
     }
 }
 
@@ -134,6 +150,7 @@ async fn stream_changes(
 #[tonic::async_trait]
 impl StoreService for StoreApi {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        let who = who(&req);
         let r = req.into_inner();
         let cmd = Command::Put {
             kind: r.kind,
@@ -141,20 +158,21 @@ impl StoreService for StoreApi {
             value: r.value,
             expect_mod_revision: r.expect_mod_revision,
         };
-        self.write(&r.request_id, cmd).await
+        self.write("/bulwark.v1.StoreService/Put", who, &r.request_id, cmd).await
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
+        let who = who(&req);
         let r = req.into_inner();
         let cmd = Command::Delete {
             kind: r.kind,
             key: r.key,
             expect_mod_revision: r.expect_mod_revision,
         };
-        self.write(&r.request_id, cmd).await
+        self.write("/bulwark.v1.StoreService/Delete", who, &r.request_id, cmd).await
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {

@@ -290,12 +290,7 @@ impl StateMachine {
         let unchanged = |revision| WriteOutcome { revision, conflict: None };
         let ops = match cmd {
             Command::Audit { key, entry } => {
-                let akey = [AUDIT_PREFIX, key.as_bytes()].concat();
-                let exists =
-                    self.tree.contains_key(&akey).map_err(|e| sm_err(ErrorVerb::Read, &e))?;
-                if !exists {
-                    batch.ops.insert(akey, entry);
-                }
+                self.put_audit(&key, entry, batch)?;
                 return Ok(unchanged(self.revision));
             }
             Command::Txn(ops) => ops,
@@ -336,8 +331,13 @@ impl StateMachine {
     ) -> Result<bool, StorageError> {
         let (kind, key) = match &cmd {
             Command::Put { kind, key, .. } | Command::Delete { kind, key, .. } => (kind, key),
-            // Not changes of a record; rejected by validation inside transactions.
-            Command::Txn(_) | Command::Audit { .. } => return Ok(false),
+            // An audit entry beside the changes it records; takes no revision.
+            Command::Audit { key, entry } => {
+                self.put_audit(key, entry.clone(), batch)?;
+                return Ok(false);
+            }
+            // Rejected by validation.
+            Command::Txn(_) => return Ok(false),
         };
         let rkey = record_key(kind, key);
         let current = self.current_record(&batch.records, &rkey)?;
@@ -369,6 +369,15 @@ impl StateMachine {
         }
         batch.ops.insert(&history_key(revision, index), encode(&change).map_err(|e| err(&e))?);
         Ok(true)
+    }
+
+    /// Appends an audit entry unless its key exists (the log is append-only).
+    fn put_audit(&self, key: &str, entry: Vec<u8>, batch: &mut Batch) -> Result<(), StorageError> {
+        let akey = [AUDIT_PREFIX, key.as_bytes()].concat();
+        if !self.tree.contains_key(&akey).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
+            batch.ops.insert(akey, entry);
+        }
+        Ok(())
     }
 
     /// For a put or delete with an expectation that does not hold: the actual revision.

@@ -61,7 +61,7 @@ impl Command {
                     return Err(InvalidCommand::Empty("transaction"));
                 }
                 for op in ops {
-                    if matches!(op, Command::Txn(_) | Command::Audit { .. }) {
+                    if matches!(op, Command::Txn(_)) {
                         return Err(InvalidCommand::NestedTxn);
                     }
                     op.validate()?;
@@ -111,7 +111,7 @@ pub enum InvalidCommand {
     Nul(&'static str),
     #[error("value is {0} bytes; at most {MAX_VALUE_LEN} are allowed")]
     ValueTooLarge(usize),
-    #[error("a transaction holds only puts and deletes")]
+    #[error("a transaction cannot contain another transaction")]
     NestedTxn,
 }
 

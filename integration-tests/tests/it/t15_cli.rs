@@ -53,6 +53,17 @@ async fn bulwarkctl_reports_status_and_reads_and_writes_records() -> Result<()> 
     let doc: serde_json::Value = serde_json::from_str(&out)?;
     ensure!(doc["members"].as_array().map(Vec::len) == Some(3), "{out}");
 
+    // The record write is in the audit log, with who made it.
+    let (ok, audit, err) =
+        ctl(&cluster, &cluster.addr(leader), &["audit", "--method", "StoreService/Put"]).await?;
+    ensure!(ok, "{err}");
+    ensure!(
+        audit.lines().count() == 1
+            && audit.contains("admin/lab")
+            && audit.contains("policy/radiology/base"),
+        "{audit}"
+    );
+
     // Unknown endpoints and missing credentials fail with one clear line.
     let (ok, _, err) =
         ctl(&cluster, "127.0.0.1:1", &["--timeout", "1s", "cluster", "status"]).await?;

@@ -189,3 +189,21 @@ async fn a_transaction_applies_all_or_nothing() {
     assert_eq!(keys, [(2, "tok"), (2, "agt-1")]);
     assert!(Command::Txn(vec![Command::Txn(vec![])]).validate().is_err());
 }
+
+#[tokio::test]
+async fn an_audit_entry_commits_with_the_change_it_records() {
+    let (_dir, mut sm) = open();
+    let audited = |expect| {
+        Command::Txn(vec![
+            put("k", "v", expect),
+            Command::Audit { key: format!("0001-{expect:?}"), entry: b"{}".to_vec() },
+        ])
+    };
+    let out = sm.apply(vec![entry(1, audited(Some(0)))]).await.unwrap();
+    assert_eq!(out[0], WriteOutcome { revision: 1, conflict: None });
+    // A failed compare-and-set stores neither the change nor its audit entry.
+    let out = sm.apply(vec![entry(2, audited(Some(0)))]).await.unwrap();
+    assert_eq!(out[0], WriteOutcome { revision: 1, conflict: Some(1) });
+    assert_eq!(sm.reader().audit_from("").unwrap().len(), 1);
+    assert_eq!(sm.reader().revision(), 1);
+}
