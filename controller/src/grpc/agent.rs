@@ -269,8 +269,9 @@ async fn stream_desired(
     tx: mpsc::Sender<Result<pb::DesiredState, Status>>,
 ) {
     let mut applied = node.reader.subscribe();
+    let mut seen: Option<u64> = None;
     loop {
-        applied.borrow_and_update();
+        let current = *applied.borrow_and_update();
         if let Some(reason) = security::agent_revoked(&node.reader, &id) {
             tracing::info!(agent_id = %id, "closing the stream of a revoked agent");
             let _ = tx
@@ -278,8 +279,12 @@ async fn stream_desired(
                 .await;
             return;
         }
-        match desired_state(&node, &id) {
-            Ok(state) if state.revision > have => {
+        // Resolve again only when something resolution reads has changed.
+        let relevant =
+            seen.is_none_or(|from| policy_store::touches_resolution(&node.reader, from, current));
+        seen = Some(current);
+        match if relevant { desired_state(&node, &id).map(Some) } else { Ok(None) } {
+            Ok(Some(state)) if state.revision > have => {
                 have = state.revision;
                 if tx.send(Ok(state)).await.is_err() {
                     return;

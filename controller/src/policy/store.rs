@@ -22,6 +22,17 @@ fn bump_generation() -> Command {
     }
 }
 
+/// Whether any change in `(from, to]` touches what resolution reads (policy documents,
+/// agents, revocations). True when the history no longer holds `from + 1`.
+pub fn touches_resolution(reader: &Reader, from: u64, to: u64) -> bool {
+    const INPUTS: [&str; 4] =
+        [KIND, GENERATION.0, crate::security::AGENT, crate::security::REVOKED_AGENT];
+    match reader.changes(from, to) {
+        Ok(changes) => changes.iter().any(|c| INPUTS.contains(&c.record.kind.as_str())),
+        Err(_) => true,
+    }
+}
+
 /// The revision of the last change to any policy document (0: never).
 pub fn generation(reader: &Reader) -> Result<u64, NodeError> {
     Ok(reader
