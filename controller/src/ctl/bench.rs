@@ -30,6 +30,14 @@ pub enum BenchCmd {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Time to resolve the desired state of a synthetic fleet (offline, in this process):
+    /// AGENTS agents over 20 label-selected segments, POLICIES policies of 5 rules each.
+    Resolve {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        #[arg(long, default_value_t = 50)]
+        policies: usize,
+    },
     /// Latency of write + fdatasync of 4 KiB to a file in DIR.
     Fsync {
         #[arg(long, default_value = ".")]
@@ -109,6 +117,10 @@ pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<(), CtlError> {
             }
             Ok(())
         }
+        BenchCmd::Resolve { agents, policies } => {
+            resolve_fleet(*agents, *policies);
+            Ok(())
+        }
         BenchCmd::Fsync { dir, count } => {
             let (p50, p99) = fsync_latency(dir, *count)
                 .map_err(|e| CtlError::Io(format!("fsync bench in {}: {e}", dir.display())))?;
@@ -175,6 +187,103 @@ async fn put_round(
         p99_ms: quantile_ms(&all, 0.99),
         max_ms: all.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
     })
+}
+
+/// A synthetic fleet: `agents` agents in 20 roles, 20 segments (one per role), 10
+/// services, and `policies` policies of 5 rules each, every policy selecting one role.
+pub fn synthetic_fleet(
+    agents: usize,
+    policies: usize,
+) -> (Vec<crate::policy::Document>, Vec<(crate::security::AgentRecord, bool, u64)>) {
+    use std::collections::BTreeMap;
+
+    use crate::policy::model::*;
+    let label = |i: usize| BTreeMap::from([("role".to_owned(), format!("role-{}", i % 20))]);
+    let mut docs = Vec::new();
+    for i in 0..20 {
+        let selector = Some(Selector { match_labels: label(i) });
+        docs.push(Document::Segment(Segment {
+            name: format!("seg-{i}"),
+            cidrs: Vec::new(),
+            selector,
+        }));
+    }
+    for i in 0..10 {
+        let port =
+            PortRange { protocol: Protocol::Tcp, first: 1000 + i as u16, last: 1000 + i as u16 };
+        docs.push(Document::Service(Service { name: format!("svc-{i}"), ports: vec![port] }));
+    }
+    for i in 0..policies {
+        let rules = (0..5)
+            .map(|r| FirewallRule {
+                action: Action::Allow,
+                direction: if r % 2 == 0 { Direction::Outbound } else { Direction::Inbound },
+                peers: vec![format!("seg-{}", (i + r + 1) % 20)],
+                services: vec![format!("svc-{}", (i + r) % 10)],
+                interface: InterfaceKind::Any,
+                log: false,
+            })
+            .collect();
+        docs.push(Document::Policy(Box::new(Policy {
+            name: format!("policy-{i:03}"),
+            selector: Selector { match_labels: label(i) },
+            priority: (i % 7) as i32 * 10,
+            mode: Mode::Enforce,
+            firewall: Some(Firewall {
+                default_inbound: Some(Action::Deny),
+                default_outbound: None,
+                rules,
+                log_rate_per_minute: 60,
+            }),
+            wireless: None,
+            passwords: None,
+            users: None,
+            logins: None,
+            annotations: Annotations::default(),
+        })));
+    }
+    let fleet = (0..agents)
+        .map(|i| {
+            let agent = crate::security::AgentRecord {
+                id: format!("agt-{i:05}"),
+                hostname: format!("host-{i}"),
+                os: String::new(),
+                addresses: vec![format!("198.18.{}.{}", (i / 250) % 250, i % 250 + 1)],
+                mac: String::new(),
+                labels: label(i),
+                enrolled_at: 0,
+                cert_not_after: 0,
+                token_id: String::new(),
+            };
+            (agent, false, i as u64 + 1)
+        })
+        .collect();
+    (docs, fleet)
+}
+
+fn resolve_fleet(agents: usize, policies: usize) {
+    use crate::policy::resolve::{Inputs, SegmentIndex, resolve_with};
+    let (docs, fleet) = synthetic_fleet(agents, policies);
+    let inputs = Inputs { documents: &docs, agents: &fleet, documents_revision: 1 };
+    let started = Instant::now();
+    let index = SegmentIndex::new(&inputs);
+    let indexed = started.elapsed();
+    let mut rules = 0usize;
+    let mut addresses = 0usize;
+    for (agent, _, rev) in &fleet {
+        let r = resolve_with(&inputs, &index, agent, *rev);
+        for rule in r.firewall.iter().flat_map(|f| &f.rules) {
+            rules += 1;
+            addresses += rule.peers.as_ref().map_or(0, Vec::len);
+        }
+    }
+    let took = started.elapsed();
+    println!(
+        "resolved {agents} agents x {policies} policies in {:.2} s: segment index {:.1} ms, then {:.3} ms per agent ({rules} rules, {addresses} addresses in all)",
+        took.as_secs_f64(),
+        indexed.as_secs_f64() * 1e3,
+        (took - indexed).as_secs_f64() * 1e3 / agents.max(1) as f64
+    );
 }
 
 /// Writes 4 KiB and fdatasyncs it `count` times; returns (p50, p99) in ms.

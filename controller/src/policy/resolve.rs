@@ -82,8 +82,51 @@ fn decide<T: Clone>(
     })
 }
 
+/// Each segment's addresses and the newest revision among its member agents' records:
+/// computed once per pass over the fleet, shared by every agent resolved in it.
+pub struct SegmentIndex {
+    members: BTreeMap<String, (Vec<IpNet>, u64)>,
+}
+
+impl SegmentIndex {
+    pub fn new(inputs: &Inputs) -> Self {
+        let mut members = BTreeMap::new();
+        for doc in inputs.documents {
+            let Document::Segment(segment) = doc else { continue };
+            let mut out: BTreeSet<IpNet> = segment.cidrs.iter().copied().collect();
+            let mut revision = 0;
+            if let Some(sel) = &segment.selector {
+                for (a, revoked, rev) in inputs.agents {
+                    if sel.matches(&a.labels) {
+                        revision = revision.max(*rev);
+                        if !revoked {
+                            let addrs = a
+                                .addresses
+                                .iter()
+                                .filter_map(|s| s.parse::<std::net::IpAddr>().ok());
+                            out.extend(addrs.map(IpNet::from));
+                        }
+                    }
+                }
+            }
+            members.insert(segment.name.clone(), (out.into_iter().collect(), revision));
+        }
+        Self { members }
+    }
+}
+
 /// Resolves `agent`'s desired state.
 pub fn resolve(inputs: &Inputs, agent: &AgentRecord, agent_revision: u64) -> Resolved {
+    resolve_with(inputs, &SegmentIndex::new(inputs), agent, agent_revision)
+}
+
+/// Resolves `agent`'s desired state with a prepared segment index.
+pub fn resolve_with(
+    inputs: &Inputs,
+    index: &SegmentIndex,
+    agent: &AgentRecord,
+    agent_revision: u64,
+) -> Resolved {
     let mut policies: Vec<&Policy> = inputs
         .documents
         .iter()
@@ -93,14 +136,6 @@ pub fn resolve(inputs: &Inputs, agent: &AgentRecord, agent_revision: u64) -> Res
         })
         .collect();
     policies.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
-    let segments: BTreeMap<&str, &Segment> = inputs
-        .documents
-        .iter()
-        .filter_map(|d| match d {
-            Document::Segment(s) => Some((s.name.as_str(), s)),
-            _ => None,
-        })
-        .collect();
     let services: BTreeMap<&str, &Service> = inputs
         .documents
         .iter()
@@ -110,24 +145,14 @@ pub fn resolve(inputs: &Inputs, agent: &AgentRecord, agent_revision: u64) -> Res
         })
         .collect();
     let mut revision = inputs.documents_revision.max(agent_revision);
-    let mut members = |segment: &Segment| -> Vec<IpNet> {
-        let mut out: BTreeSet<IpNet> = segment.cidrs.iter().copied().collect();
-        if let Some(sel) = &segment.selector {
-            for (a, revoked, rev) in inputs.agents {
-                if sel.matches(&a.labels) {
-                    revision = revision.max(*rev);
-                    if !revoked {
-                        out.extend(
-                            a.addresses
-                                .iter()
-                                .filter_map(|s| s.parse::<std::net::IpAddr>().ok())
-                                .map(IpNet::from),
-                        );
-                    }
-                }
+    let mut members = |name: &str| -> &[IpNet] {
+        match index.members.get(name) {
+            Some((addrs, rev)) => {
+                revision = revision.max(*rev);
+                addrs
             }
+            None => &[],
         }
-        out.into_iter().collect()
     };
     let firewall = policies.iter().find(|p| p.firewall.is_some()).and_then(|first| {
         let fw = first.firewall.as_ref()?;
@@ -137,13 +162,15 @@ pub fn resolve(inputs: &Inputs, agent: &AgentRecord, agent_revision: u64) -> Res
                 let peers = if rule.peers.is_empty() {
                     None
                 } else {
-                    let mut addrs = BTreeSet::new();
-                    for name in &rule.peers {
-                        if let Some(s) = segments.get(name.as_str()) {
-                            addrs.extend(members(s));
+                    if let [only] = rule.peers.as_slice() {
+                        Some(members(only).to_vec())
+                    } else {
+                        let mut addrs = BTreeSet::new();
+                        for name in &rule.peers {
+                            addrs.extend(members(name).iter().copied());
                         }
+                        Some(addrs.into_iter().collect())
                     }
-                    Some(addrs.into_iter().collect())
                 };
                 let mut ports: Vec<PortRange> = rule
                     .services

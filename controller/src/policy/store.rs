@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::resolve::{Impact, Inputs, impact, resolve};
+use super::resolve::{Impact, Inputs, SegmentIndex, impact, resolve_with};
 use super::{Document, load_sources};
 use crate::node::{Consistency, Node, NodeError};
 use crate::raft::state_machine::Reader;
@@ -80,11 +80,12 @@ pub fn impacts(
     let mut affected = 0;
     let b = Inputs { documents: before, agents: &agents, documents_revision: 0 };
     let a = Inputs { documents: after, agents: &agents, documents_revision: 0 };
+    let (bi, ai) = (SegmentIndex::new(&b), SegmentIndex::new(&a));
     for (agent, revoked, _) in &agents {
         if *revoked {
             continue;
         }
-        let change = impact(&resolve(&b, agent, 0), &resolve(&a, agent, 0));
+        let change = impact(&resolve_with(&b, &bi, agent, 0), &resolve_with(&a, &ai, agent, 0));
         if !change.is_empty() {
             affected += 1;
             groups.entry(change).or_default().push((agent.id.clone(), agent.hostname.clone()));
