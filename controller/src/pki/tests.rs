@@ -4,12 +4,8 @@ use rcgen::{CertificateParams, CustomExtension, KeyPair};
 
 use super::*;
 
+/// The DER bytes of a PEM certificate.
 fn der(pem: &str) -> Vec<u8> {
-    rustls_pemfile_der(pem)
-}
-
-/// The DER bytes of the first PEM block.
-fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
