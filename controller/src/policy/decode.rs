@@ -39,10 +39,12 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Collects diagnostics for one file.
+/// Collects diagnostics for one file, and where each field path of the current document
+/// stands (for checks made after decoding).
 pub struct Decoder {
     pub file: String,
     pub diags: Vec<Diagnostic>,
+    pub positions: std::collections::HashMap<String, Pos>,
 }
 
 /// Joins a path and a field name.
@@ -57,7 +59,7 @@ pub fn index(path: &str, i: usize) -> String {
 
 impl Decoder {
     pub fn new(file: &str) -> Self {
-        Self { file: file.to_owned(), diags: Vec::new() }
+        Self { file: file.to_owned(), diags: Vec::new(), positions: Default::default() }
     }
 
     pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
@@ -89,8 +91,9 @@ impl Decoder {
         match &node.value {
             Value::Map(pairs) => {
                 let mut seen = BTreeSet::new();
-                for (k, _) in pairs {
+                for (k, v) in pairs {
                     let key = self.key(k, path)?;
+                    self.positions.insert(field(path, &key), v.pos);
                     if !seen.insert(key.clone()) {
                         self.error(k.pos, &field(path, &key), "duplicate field");
                     }
@@ -190,13 +193,18 @@ impl Decoder {
         mut item: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
     ) -> Option<Vec<T>> {
         match &node.value {
-            Value::Seq(items) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, n)| item(self, n, &index(path, i)))
-                    .collect(),
-            ),
+            Value::Seq(items) => {
+                for (i, n) in items.iter().enumerate() {
+                    self.positions.insert(index(path, i), n.pos);
+                }
+                Some(
+                    items
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, n)| item(self, n, &index(path, i)))
+                        .collect(),
+                )
+            }
             _ => {
                 self.wrong_type(node, path, "a list");
                 None

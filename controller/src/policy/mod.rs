@@ -25,6 +25,8 @@ pub struct Located {
     pub file: String,
     pub pos: Pos,
     pub doc: Document,
+    /// Where each field path of the document stands.
+    pub positions: std::collections::HashMap<String, Pos>,
 }
 
 /// The outcome of loading policy sources: documents, and every diagnostic.
@@ -57,8 +59,15 @@ pub fn load_sources(sources: &[(String, String)], existing: &[Document]) -> Load
                     d.warning(Pos { line: 1, col: 1 }, "", "no documents in this file");
                 }
                 for node in &nodes {
-                    if let Some(doc) = parse::document(&mut d, node) {
-                        loaded.documents.push(Located { file: file.clone(), pos: node.pos, doc });
+                    let doc = parse::document(&mut d, node);
+                    let positions = std::mem::take(&mut d.positions);
+                    if let Some(doc) = doc {
+                        loaded.documents.push(Located {
+                            file: file.clone(),
+                            pos: node.pos,
+                            doc,
+                            positions,
+                        });
                     }
                 }
             }
@@ -71,11 +80,13 @@ pub fn load_sources(sources: &[(String, String)], existing: &[Document]) -> Load
     loaded
 }
 
+/// A diagnostic at `path` of document `l` (at the document's start if the path is unknown).
 fn diag(l: &Located, severity: Severity, path: &str, message: String) -> Diagnostic {
+    let pos = l.positions.get(path).copied().unwrap_or(l.pos);
     Diagnostic {
         file: l.file.clone(),
-        line: l.pos.line,
-        col: l.pos.col,
+        line: pos.line,
+        col: pos.col,
         severity,
         path: path.into(),
         message,
@@ -96,8 +107,8 @@ fn check_together(loaded: &mut Loaded, existing: &[Document]) {
                     "{} is defined twice (also at {}:{}:{})",
                     l.doc.key(),
                     first.file,
-                    first.pos.line,
-                    first.pos.col
+                    first.positions.get("metadata.name").unwrap_or(&first.pos).line,
+                    first.positions.get("metadata.name").unwrap_or(&first.pos).col
                 ),
             ));
         }
@@ -112,22 +123,22 @@ fn check_together(loaded: &mut Loaded, existing: &[Document]) {
         let Document::Policy(p) = &l.doc else { continue };
         let Some(fw) = &p.firewall else { continue };
         for (i, rule) in fw.rules.iter().enumerate() {
-            for peer in &rule.peers {
+            for (k, peer) in rule.peers.iter().enumerate() {
                 if !segments.contains(peer) {
                     diags.push(diag(
                         l,
                         Severity::Error,
-                        &format!("spec.firewall.rules[{i}].peers"),
+                        &format!("spec.firewall.rules[{i}].peers[{k}]"),
                         format!("unknown segment {peer:?}"),
                     ));
                 }
             }
-            for svc in &rule.services {
+            for (k, svc) in rule.services.iter().enumerate() {
                 if !services.contains(svc) {
                     diags.push(diag(
                         l,
                         Severity::Error,
-                        &format!("spec.firewall.rules[{i}].services"),
+                        &format!("spec.firewall.rules[{i}].services[{k}]"),
                         format!("unknown service {svc:?}"),
                     ));
                 }

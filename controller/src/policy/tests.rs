@@ -103,9 +103,9 @@ spec: {{ports: [2762/tcp]}}
     assert_eq!(
         got,
         [
-            "p.yaml:14:1: spec.firewall.rules[1]: contradicts rules[0]: the same traffic is both allowed and denied",
-            "p.yaml:14:1: spec.firewall.rules[2].peers: unknown segment \"ris\"",
-            "p.yaml:24:1: metadata.name: Service/dicom is defined twice (also at p.yaml:1:1)",
+            "p.yaml:21:9: spec.firewall.rules[1]: contradicts rules[0]: the same traffic is both allowed and denied",
+            "p.yaml:22:53: spec.firewall.rules[2].peers[0]: unknown segment \"ris\"",
+            "p.yaml:26:18: metadata.name: Service/dicom is defined twice (also at p.yaml:3:18)",
         ]
     );
 }

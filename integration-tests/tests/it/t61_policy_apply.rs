@@ -54,7 +54,7 @@ async fn apply_is_atomic_validated_and_referentially_safe() -> Result<()> {
     ensure!(err.code == Code::InvalidArgument, "{err}");
     ensure!(
         err.message
-            == "invalid request: 1 error; nothing was stored:\nten.yaml:46:1: spec.firewall.rules[0].peers: unknown segment \"nowhere\"",
+            == "invalid request: 1 error; nothing was stored:\nten.yaml:51:57: spec.firewall.rules[0].peers[0]: unknown segment \"nowhere\"",
         "{err}"
     );
     ensure!(admin.list_documents("").await?.documents.len() == 25);
