@@ -120,3 +120,87 @@ fn an_agent_no_policy_selects_gets_the_baseline_only() {
     assert_eq!(r.policies, ["baseline"]);
     assert!(r.wireless.is_none() && r.passwords.is_none());
 }
+
+/// The desired state of one agent per role of the pack, as an operator would read it.
+fn render(r: &Resolved) -> String {
+    let mut out = format!("{} (revision {}): {}\n", r.agent_id, r.revision, r.policies.join(" > "));
+    if let Some(fw) = &r.firewall {
+        out += &format!(
+            "  firewall: inbound {:?}, outbound {:?}, {:?}\n",
+            fw.default_inbound, fw.default_outbound, fw.mode
+        );
+        for rule in &fw.rules {
+            out += &format!("    {}\n", describe(rule));
+        }
+    }
+    if let Some(w) = &r.wireless {
+        out += &format!("  wireless: {:?} ({})\n", w.value, w.policy);
+    }
+    if let Some(p) = &r.passwords {
+        let v = &p.value;
+        out += &format!(
+            "  passwords: {} min_length={:?} lockout={:?}/{:?}s ({})\n",
+            v.profile, v.min_length, v.lockout_attempts, v.unlock_time_seconds, p.policy
+        );
+    }
+    if let Some(u) = &r.users {
+        out += &format!(
+            "  users: alert_new={} groups={:?} ({})\n",
+            u.value.alert_new_users, u.value.privileged_groups, u.policy
+        );
+    }
+    if let Some(l) = &r.logins {
+        out += &format!(
+            "  logins: threshold {} in {}s ({})\n",
+            l.value.brute_force_threshold, l.value.brute_force_window_seconds, l.policy
+        );
+    }
+    out
+}
+
+#[test]
+fn golden_desired_states_of_the_pack() {
+    let docs = pack();
+    let fleet = vec![
+        (agent("ct-1", "modality", "198.18.10.5"), false, 10),
+        (agent("ws-1", "reading-workstation", "198.18.40.5"), false, 11),
+        (agent("pacs-1", "pacs", "198.18.20.5"), false, 12),
+        (agent("ris-1", "ris", "198.18.30.5"), false, 13),
+        (agent("prn-1", "print-server", "198.18.50.5"), false, 14),
+        (agent("jump-1", "jump-host", "198.18.70.5"), false, 15),
+    ];
+    let inputs = Inputs { documents: &docs, agents: &fleet, documents_revision: 5 };
+    let text: String =
+        fleet.iter().take(2).map(|(a, _, rev)| render(&resolve(&inputs, a, *rev))).collect();
+    expect_test::expect![[r#"
+        ct-1 (revision 15): modalities > baseline
+          firewall: inbound Deny, outbound Deny, Enforce
+            allow outbound to 198.18.20.5/32 on tcp/104,tcp/2762,tcp/11112 (policy modalities)
+            allow outbound to 198.18.30.5/32 on tcp/104,tcp/2575,tcp/11112 (policy modalities)
+            allow outbound to 198.18.0.2/32,198.18.0.3/32 on tcp/53,udp/53,udp/123 (policy modalities)
+            allow inbound from 198.18.20.5/32 on tcp/104,tcp/11112 (policy modalities)
+            allow inbound from 198.18.70.5/32 on tcp/22 (policy modalities)
+            allow inbound from 198.18.70.5/32 on tcp/22 (policy baseline)
+            allow outbound to 198.18.0.2/32,198.18.0.3/32 on tcp/53,udp/53,udp/123 (policy baseline)
+            allow outbound to 198.18.50.5/32 on tcp/515,tcp/631,tcp/9100,udp/631 (policy baseline)
+            deny outbound to anywhere on tcp/139,tcp/445,tcp/515,tcp/631,tcp/9100,udp/631, logged (policy baseline)
+          wireless: Off (modalities)
+          passwords: cis-debian12 min_length=Some(12) lockout=Some(10)/Some(120)s (modalities)
+          users: alert_new=true groups=["sudo", "adm", "wheel"] (baseline)
+          logins: threshold 10 in 300s (baseline)
+        ws-1 (revision 15): reading-workstations > baseline
+          firewall: inbound Deny, outbound Allow, Enforce
+            allow outbound to 198.18.20.5/32 on tcp/104,tcp/443,tcp/2762,tcp/11112 (policy reading-workstations)
+            allow outbound to 198.18.30.5/32 on tcp/443,tcp/2575 (policy reading-workstations)
+            deny outbound to 198.18.60.0/24 on any port, logged (policy reading-workstations)
+            deny outbound to 198.18.10.5/32 on any port on wireless (policy reading-workstations)
+            allow inbound from 198.18.70.5/32 on tcp/22 (policy baseline)
+            allow outbound to 198.18.0.2/32,198.18.0.3/32 on tcp/53,udp/53,udp/123 (policy baseline)
+            allow outbound to 198.18.50.5/32 on tcp/515,tcp/631,tcp/9100,udp/631 (policy baseline)
+            deny outbound to anywhere on tcp/139,tcp/445,tcp/515,tcp/631,tcp/9100,udp/631, logged (policy baseline)
+          wireless: Allowlist([AllowedSsid { ssid: "HOSPITAL-CLINICAL", security: Wpa3Enterprise }, AllowedSsid { ssid: "HOSPITAL-STAFF", security: Wpa2Enterprise }]) (reading-workstations)
+          passwords: nist-800-63b min_length=None lockout=Some(5)/Some(600)s (reading-workstations)
+          users: alert_new=true groups=["sudo", "adm", "wheel"] (baseline)
+          logins: threshold 10 in 300s (baseline)
+    "#]].assert_eq(&text);
+}
