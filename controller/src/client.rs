@@ -209,6 +209,9 @@ impl Client {
         let deadline = Instant::now() + self.retry_for;
         let mut target = self.current();
         let mut backoff = Duration::from_millis(25);
+        // Following a leader hint, or moving on from a node that refused the connection
+        // (the request was never sent), costs no retry budget, a bounded number of times.
+        let mut free_hops = self.endpoints.len() + 2;
         loop {
             let channel =
                 self.pool.channel(&target).map_err(|e| ClientError::local(e.to_string()))?;
@@ -220,6 +223,19 @@ impl Client {
                 Err(status) => status,
             };
             let err = ClientError::from_status(&target, &status);
+            let leader_hint = (err.kind.as_deref() == Some("not-leader"))
+                .then(|| status.metadata().get(LEADER_ADDR).and_then(|a| a.to_str().ok()))
+                .flatten();
+            let not_connected =
+                is_transport_failure(&status) && status.message().contains("connect");
+            if free_hops > 0 && (leader_hint.is_some() || not_connected) {
+                free_hops -= 1;
+                target = match leader_hint {
+                    Some(addr) => addr.to_owned(),
+                    None => self.next_endpoint(&target),
+                };
+                continue;
+            }
             let retryable = is_retryable(&status);
             if !retryable || Instant::now() >= deadline {
                 return Err(err);

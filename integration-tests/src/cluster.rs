@@ -103,8 +103,19 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the node binds it right after).
+/// Never the same port twice in one test process, so nodes starting side by side (whose
+/// ports are released but not yet bound again) cannot be handed the same one.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !handed.contains(&port) {
+            handed.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 after 100 tries")
 }
 
 impl Cluster {

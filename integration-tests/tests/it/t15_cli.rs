@@ -64,6 +64,15 @@ async fn bulwarkctl_reports_status_and_reads_and_writes_records() -> Result<()> 
         "{audit}"
     );
 
+    // A node that refuses connections is skipped even by calls that are never retried.
+    let dead = format!("127.0.0.1:{}", bulwark_integration_tests::cluster::free_port()?);
+    let client = bulwark_controller::client::Client::new(
+        &cluster.tls()?,
+        &[dead, cluster.addr(leader)],
+        Duration::ZERO,
+    )?;
+    client.create_token(Default::default(), Duration::from_secs(60), 1).await?;
+
     // Unknown endpoints and missing credentials fail with one clear line.
     let (ok, _, err) =
         ctl(&cluster, "127.0.0.1:1", &["--timeout", "1s", "cluster", "status"]).await?;
