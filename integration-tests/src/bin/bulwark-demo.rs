@@ -2,16 +2,20 @@
 //!
 //! Generates a cluster CA, starts three controllers on 127.0.0.1 with data in a temp dir,
 //! forms a Raft cluster, writes records, kills the leader and shows the cluster carry on,
-//! then stays up with the exact commands to explore it until Ctrl-C, and removes
-//! everything on the way out.
+//! applies the radiology policy pack, enrolls a CT scanner and PACS servers (lab agents:
+//! the real enrollment, no host enforcement yet), shows the scanner's resolved desired
+//! state follow a new PACS server, then stays up with the exact commands to explore it
+//! until Ctrl-C, and removes everything on the way out.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bulwark_controller::client::ReadMode;
 use bulwark_controller::ctl::print_status;
+use bulwark_integration_tests::agents::LabAgent;
 use bulwark_integration_tests::cluster::bin_dir;
 use bulwark_integration_tests::{Cluster, ClusterOptions, eventually};
+use bulwark_proto::v1 as pb;
 use clap::Parser;
 
 /// Runs a local three-node Bulwark controller cluster and shows what it does.
@@ -25,6 +29,46 @@ struct Args {
 
 fn step(text: &str) {
     println!("\n==> {text}");
+}
+
+fn describe(rule: &pb::FirewallRule) -> String {
+    let peers = match (rule.any_peer, rule.addresses.is_empty()) {
+        (true, _) => "anywhere".to_owned(),
+        (false, true) => "nobody yet (no host in the segment)".to_owned(),
+        (false, false) => rule.addresses.join(","),
+    };
+    let prep = if rule.direction == "inbound" { "from" } else { "to" };
+    let ports: Vec<String> =
+        rule.ports.iter().map(|p| format!("{}/{}", p.protocol, p.first)).collect();
+    let ports = if ports.is_empty() { "any port".to_owned() } else { ports.join(",") };
+    format!("{} {} {prep} {peers} on {ports} (policy {})", rule.action, rule.direction, rule.policy)
+}
+
+fn print_desired(state: &pb::DesiredState) {
+    println!("    revision {}, policies {}", state.revision, state.policies.join(" > "));
+    if let Some(fw) = &state.firewall {
+        println!(
+            "    firewall: inbound {} by default, outbound {} by default",
+            fw.default_inbound, fw.default_outbound
+        );
+        for rule in &fw.rules {
+            println!("      {}", describe(rule));
+        }
+    }
+    if let Some(w) = &state.wireless {
+        println!(
+            "    wireless: {}",
+            if w.radios_off { "radios off" } else { "allow-listed SSIDs only" }
+        );
+    }
+    if let Some(p) = &state.passwords {
+        println!(
+            "    passwords: {} profile, lock after {} failures for {} s",
+            p.profile,
+            p.lockout_attempts.unwrap_or_default(),
+            p.unlock_time_seconds.unwrap_or_default()
+        );
+    }
 }
 
 #[tokio::main]
@@ -97,6 +141,54 @@ async fn main() -> Result<()> {
     println!("    node {leader} is at revision {revision} like the others");
     print_status(&client, false).await?;
 
+    step("Applying the radiology policy pack (policies/): validated, then stored at one revision");
+    let pack_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let pack = bulwark_controller::policy::read_paths(&[pack_dir]).map_err(anyhow::Error::msg)?;
+    let applied = client.apply_policies(pack, false).await?;
+    println!("    {} documents stored at revision {}", applied.changes.len(), applied.revision);
+
+    step("Enrolling a CT scanner and a PACS server with bootstrap tokens (keys stay on the host)");
+    let labels = |role: &str| [("role".to_owned(), role.to_owned())].into_iter().collect();
+    let ttl = Duration::from_secs(3600);
+    let modality_token = client.create_token(labels("modality"), ttl, 1).await?.token;
+    let pacs_token = client.create_token(labels("pacs"), ttl, 2).await?.token;
+    let ct = LabAgent::enroll_at(
+        &cluster,
+        &cluster.addr(1),
+        &modality_token,
+        "ct-scanner-1",
+        "198.18.10.5",
+    )
+    .await?;
+    LabAgent::enroll_at(&cluster, &cluster.addr(2), &pacs_token, "pacs-1", "198.18.20.5").await?;
+    println!("    ct-scanner-1 is agent {} (spiffe://bulwark/agent/{})", ct.id, ct.id);
+
+    step("The CT scanner's desired state, resolved by node 3 from its own copy of the data");
+    let ct_client = bulwark_controller::client::Client::new(
+        &bulwark_controller::tls::TlsMaterial::load(&ct.files)?,
+        &[cluster.addr(3)],
+        Duration::from_secs(5),
+    )?;
+    let mut stream = ct_client.stream_desired_state(0).await?;
+    let state = stream.message().await?.context("no desired state")?;
+    print_desired(&state);
+
+    step("A second PACS server enrolls: the scanner's firewall follows, no admin action");
+    LabAgent::enroll_at(&cluster, &cluster.addr(1), &pacs_token, "pacs-2", "198.18.20.6").await?;
+    let state = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .context("no update within 10 s")??
+        .context("stream ended")?;
+    if let Some(rule) = state.firewall.iter().flat_map(|f| &f.rules).next() {
+        println!("    revision {}: {}", state.revision, describe(rule));
+    }
+
+    step("Every mutating admin call is in the audit log");
+    let audit = client.list_audit(pb::ListAuditRequest::default()).await?;
+    for e in audit.iter().rev().take(4).rev() {
+        println!("    {} {} {} {}", e.who, e.method, e.code, e.target);
+    }
+
     let endpoints = [1, 2, 3].map(|id| cluster.addr(id)).join(",");
     let ctl = bin_dir()?.join("bulwarkctl");
     step("The cluster is yours to explore. In another shell:");
@@ -107,6 +199,9 @@ async fn main() -> Result<()> {
     println!("    {} cluster status", ctl.display());
     println!("    {} record list policy", ctl.display());
     println!("    {} record watch policy --after {revision}", ctl.display());
+    println!("    {} policy list", ctl.display());
+    println!("    {} agent list", ctl.display());
+    println!("    {} audit --since 1h", ctl.display());
     println!("    {} bench put --clients 1,16 --duration 3s", ctl.display());
     if args.no_wait {
         step("Done (--no-wait); stopping the cluster and removing its files");

@@ -23,6 +23,10 @@ async fn the_demo_runs_through_and_leaves_nothing_behind() -> Result<()> {
         "1,000 durable writes",
         "leads now",
         "like the others",
+        "documents stored at revision",
+        "radios off",
+        "198.18.20.5/32,198.18.20.6/32",
+        "SecurityService/CreateToken",
         "cluster status",
     ] {
         ensure!(stdout.contains(expected), "demo output lacks {expected:?}:\n{stdout}");
