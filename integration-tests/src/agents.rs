@@ -104,6 +104,15 @@ impl LabAgent {
         Ok(Client::new(&TlsMaterial::load(&self.files)?, &endpoints, Duration::from_secs(10))?)
     }
 
+    /// A client presenting this agent's certificate to node `id` only.
+    pub fn client_at(&self, cluster: &Cluster, id: u64) -> Result<Client> {
+        Ok(Client::new(
+            &TlsMaterial::load(&self.files)?,
+            &[cluster.addr(id)],
+            Duration::from_secs(5),
+        )?)
+    }
+
     /// Renews through `client` with a CSR for the same key; installs the new certificate.
     pub async fn renew(&mut self, cluster: &Cluster, client: &Client) -> Result<pb::RenewReply> {
         let csr =

@@ -164,11 +164,7 @@ async fn main() -> Result<()> {
     println!("    ct-scanner-1 is agent {} (spiffe://bulwark/agent/{})", ct.id, ct.id);
 
     step("The CT scanner's desired state, resolved by node 3 from its own copy of the data");
-    let ct_client = bulwark_controller::client::Client::new(
-        &bulwark_controller::tls::TlsMaterial::load(&ct.files)?,
-        &[cluster.addr(3)],
-        Duration::from_secs(5),
-    )?;
+    let ct_client = ct.client_at(&cluster, 3)?;
     let mut stream = ct_client.stream_desired_state(0).await?;
     let state = stream.message().await?.context("no desired state")?;
     print_desired(&state);

@@ -46,11 +46,7 @@ async fn desired_state_follows_policies_and_segment_membership() -> Result<()> {
     LabAgent::enroll_at(&cluster, &cluster.addr(2), &pacs_token, "pacs-1", "198.18.20.5").await?;
 
     // The modality streams from node 3 and gets its complete state.
-    let ct_client = bulwark_controller::client::Client::new(
-        &bulwark_controller::tls::TlsMaterial::load(&ct.files)?,
-        &[cluster.addr(3)],
-        Duration::from_secs(5),
-    )?;
+    let ct_client = ct.client_at(&cluster, 3)?;
     let mut stream = ct_client.stream_desired_state(0).await?;
     let first = next(&mut stream).await?;
     ensure!(first.agent_id == ct.id && first.policies == ["modalities", "baseline"], "{first:?}");
