@@ -171,9 +171,12 @@ pub fn agent_revoked(reader: &Reader, id: &str) -> Option<String> {
     read::<Revocation>(reader, REVOKED_AGENT, id).ok().flatten().map(|(r, _)| r.reason)
 }
 
-/// Every agent with whether it is revoked, and the newest revision of its record or its
-/// revocation (inputs of resolution).
-pub fn agents_for_resolution(reader: &Reader) -> Result<Vec<(AgentRecord, bool, u64)>, NodeError> {
+/// An enrolled agent, why it is revoked (if it is), and the newest revision of its record
+/// or its revocation.
+pub type AgentEntry = (AgentRecord, Option<String>, u64);
+
+/// Every enrolled agent (the fleet view and the inputs of resolution).
+pub fn agents(reader: &Reader) -> Result<Vec<AgentEntry>, NodeError> {
     let (records, _) = reader.list(AGENT).map_err(|e| NodeError::Internal(e.to_string()))?;
     records
         .iter()
@@ -183,20 +186,10 @@ pub fn agents_for_resolution(reader: &Reader) -> Result<Vec<(AgentRecord, bool, 
                 .get(REVOKED_AGENT, &agent.id)
                 .map_err(|e| NodeError::Internal(e.to_string()))?;
             let rev = r.mod_revision.max(revoked.as_ref().map_or(0, |x| x.mod_revision));
-            Ok((agent, revoked.is_some(), rev))
+            let reason = revoked.as_ref().map(parse::<Revocation>).transpose()?.map(|r| r.reason);
+            Ok((agent, reason, rev))
         })
         .collect()
-}
-
-pub fn list_agents(reader: &Reader) -> Result<Vec<(AgentRecord, Option<String>)>, NodeError> {
-    let agents: Vec<AgentRecord> = list(reader, AGENT)?;
-    Ok(agents
-        .into_iter()
-        .map(|a| {
-            let revoked = agent_revoked(reader, &a.id);
-            (a, revoked)
-        })
-        .collect())
 }
 
 /// The certificate issuing side of a controller: the CA and how long agent certs live.

@@ -98,17 +98,6 @@ impl TlsMaterial {
         Ok(config)
     }
 
-    /// The CA certificate (PEM).
-    pub fn ca_pem(&self) -> &[u8] {
-        &self.ca_pem
-    }
-
-    /// Client side without a client certificate (enrollment): verify the server only.
-    pub fn anonymous_client_config(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new().ca_certificate(self.ca.clone()).timeout(Duration::from_secs(10))
-    }
-
-    /// Server side: present our certificate and require one from the cluster CA.
     /// Client side: verify the server against the cluster CA and present our certificate.
     pub fn client_config(&self) -> ClientTlsConfig {
         ClientTlsConfig::new()

@@ -194,7 +194,7 @@ async fn put_round(
 pub fn synthetic_fleet(
     agents: usize,
     policies: usize,
-) -> (Vec<crate::policy::Document>, Vec<(crate::security::AgentRecord, bool, u64)>) {
+) -> (Vec<crate::policy::Document>, Vec<crate::security::AgentEntry>) {
     use std::collections::BTreeMap;
 
     use crate::policy::model::*;
@@ -255,7 +255,7 @@ pub fn synthetic_fleet(
                 cert_not_after: 0,
                 token_id: String::new(),
             };
-            (agent, false, i as u64 + 1)
+            (agent, None, i as u64 + 1)
         })
         .collect();
     (docs, fleet)

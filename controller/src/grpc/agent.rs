@@ -251,7 +251,7 @@ pub fn resolved_to_pb(r: Resolved) -> pb::DesiredState {
 fn desired_state(node: &Node, id: &str) -> Result<pb::DesiredState, Status> {
     let reader = &node.reader;
     let documents: Vec<_> = policy_store::stored(reader)?.into_iter().map(|(d, _)| d).collect();
-    let agents = security::agents_for_resolution(reader)?;
+    let agents = security::agents(reader)?;
     let Some((me, _, my_rev)) = agents.iter().find(|(a, _, _)| a.id == id) else {
         return Err(Status::not_found(format!("agent {id} is not enrolled in this cluster")));
     };

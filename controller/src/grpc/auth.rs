@@ -127,24 +127,25 @@ fn who_needs(who: Who) -> String {
     }
 }
 
+/// Who presented `cert` (no certificate: anonymous), with the role stored for admins.
+pub fn identify(node: &Node, cert: Option<&[u8]>) -> Result<Caller, Status> {
+    let Some(der) = cert else { return Ok(Caller::Anonymous) };
+    match identity_from_der(der) {
+        Ok(Identity::Controller(id)) => Ok(Caller::Controller(id)),
+        Ok(Identity::Agent(id)) => Ok(Caller::Agent(id)),
+        Ok(Identity::Admin { name, issued_role }) => {
+            let role = security::stored_role(&node.reader, &name).unwrap_or(issued_role);
+            Ok(Caller::Admin { name, role })
+        }
+        Err(why) => Err(Status::unauthenticated(format!("client certificate refused: {why}"))),
+    }
+}
+
 /// Decides one request. `Err` is the status to answer with.
 pub fn authorize(node: &Node, path: &str, cert: Option<&[u8]>) -> Result<(Rule, Caller), Status> {
     let rule = rule(path)
         .ok_or_else(|| Status::permission_denied(format!("{path} is not a Bulwark method")))?;
-    let caller = match cert {
-        None => Caller::Anonymous,
-        Some(der) => match identity_from_der(der) {
-            Ok(Identity::Controller(id)) => Caller::Controller(id),
-            Ok(Identity::Agent(id)) => Caller::Agent(id),
-            Ok(Identity::Admin { name, issued_role }) => {
-                let role = security::stored_role(&node.reader, &name).unwrap_or(issued_role);
-                Caller::Admin { name, role }
-            }
-            Err(why) => {
-                return Err(Status::unauthenticated(format!("client certificate refused: {why}")));
-            }
-        },
-    };
+    let caller = identify(node, cert)?;
     if rule.who == Who::Anyone {
         return Ok((rule, caller));
     }
@@ -229,15 +230,8 @@ where
                 return Box::pin(async move {
                     if audited {
                         // A refused attempt at a mutating call is recorded too.
-                        let who = cert
-                            .map(|der| match identity_from_der(&der) {
-                                Ok(id) => id
-                                    .to_string()
-                                    .trim_start_matches(crate::pki::SPIFFE_PREFIX)
-                                    .to_owned(),
-                                Err(_) => "unidentified".into(),
-                            })
-                            .unwrap_or_else(|| "anonymous".into());
+                        let who = identify(&node, cert.as_deref())
+                            .map_or_else(|_| "unidentified".to_owned(), |c| c.name());
                         let entry = AuditEntry {
                             who,
                             ..AuditEntry::new(

@@ -44,8 +44,8 @@ impl FleetService for FleetApi {
     ) -> Result<Response<pb::ListAgentsReply>, Status> {
         self.node.read_barrier(Consistency::Linearizable).await?;
         let revision = self.node.reader.revision();
-        let agents = security::list_agents(&self.node.reader)?;
-        let agents = agents.into_iter().map(|(a, r)| agent_to_pb(a, r)).collect();
+        let agents = security::agents(&self.node.reader)?;
+        let agents = agents.into_iter().map(|(a, r, _)| agent_to_pb(a, r)).collect();
         Ok(Response::new(pb::ListAgentsReply { agents, revision }))
     }
 

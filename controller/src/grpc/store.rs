@@ -204,16 +204,7 @@ impl StoreService for StoreApi {
             0 => self.node.reader.oldest_retained()?.map_or(0, |o| o - 1),
             after => {
                 // Fail now, not in the stream, when the start is already compacted.
-                let oldest = self.node.reader.oldest_retained()?;
-                if let Some(oldest) = oldest
-                    && after + 1 < oldest
-                {
-                    return Err(crate::raft::state_machine::ReadError::Compacted {
-                        requested: after + 1,
-                        oldest,
-                    }
-                    .into());
-                }
+                self.node.reader.check_retained(after)?;
                 after
             }
         };

@@ -1,7 +1,5 @@
 //! YAML documents → [`Document`]s, every problem collected with its position and path.
 
-use std::collections::BTreeMap;
-
 use super::decode::{Decoder, Fields};
 use super::model::*;
 use super::yaml::{Node, Value};
@@ -455,6 +453,3 @@ fn policy(d: &mut Decoder, node: &Node, name: String) -> Option<Policy> {
         annotations: annotations?,
     })
 }
-
-/// Labels are plain maps in documents; exported for the selector checks.
-pub type Labels = BTreeMap<String, String>;

@@ -24,8 +24,8 @@ use crate::security::AgentRecord;
 /// What resolution reads.
 pub struct Inputs<'a> {
     pub documents: &'a [Document],
-    /// Enrolled agents, with whether they are revoked, and their record's mod revision.
-    pub agents: &'a [(AgentRecord, bool, u64)],
+    /// Enrolled agents, why they are revoked (if they are), and their records' revision.
+    pub agents: &'a [crate::security::AgentEntry],
     /// The revision of the last change to any policy document.
     pub documents_revision: u64,
 }
@@ -99,7 +99,7 @@ impl SegmentIndex {
                 for (a, revoked, rev) in inputs.agents {
                     if sel.matches(&a.labels) {
                         revision = revision.max(*rev);
-                        if !revoked {
+                        if revoked.is_none() {
                             let addrs = a
                                 .addresses
                                 .iter()

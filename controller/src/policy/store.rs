@@ -75,14 +75,14 @@ pub fn impacts(
     before: &[Document],
     after: &[Document],
 ) -> Result<(Vec<ImpactGroup>, usize), NodeError> {
-    let agents = crate::security::agents_for_resolution(reader)?;
+    let agents = crate::security::agents(reader)?;
     let mut groups: BTreeMap<Impact, Vec<(String, String)>> = BTreeMap::new();
     let mut affected = 0;
     let b = Inputs { documents: before, agents: &agents, documents_revision: 0 };
     let a = Inputs { documents: after, agents: &agents, documents_revision: 0 };
     let (bi, ai) = (SegmentIndex::new(&b), SegmentIndex::new(&a));
     for (agent, revoked, _) in &agents {
-        if *revoked {
+        if revoked.is_some() {
             continue;
         }
         let change = impact(&resolve_with(&b, &bi, agent, 0), &resolve_with(&a, &ai, agent, 0));
@@ -96,7 +96,7 @@ pub fn impacts(
 
 /// Warnings for selectors that match no enrolled agent.
 fn selector_warnings(reader: &Reader, loaded: &super::Loaded) -> Result<Vec<String>, NodeError> {
-    let agents = crate::security::agents_for_resolution(reader)?;
+    let agents = crate::security::agents(reader)?;
     let mut out = Vec::new();
     for l in &loaded.documents {
         let selector = match &l.doc {
@@ -106,7 +106,7 @@ fn selector_warnings(reader: &Reader, loaded: &super::Loaded) -> Result<Vec<Stri
         };
         if let Some(sel) = selector
             && !sel.match_labels.is_empty()
-            && !agents.iter().any(|(a, revoked, _)| !revoked && sel.matches(&a.labels))
+            && !agents.iter().any(|(a, revoked, _)| revoked.is_none() && sel.matches(&a.labels))
         {
             out.push(format!(
                 "{}:{}:{}: warning: {}: spec.selector matches no enrolled agent (yet)",

@@ -178,16 +178,23 @@ impl Reader {
         Ok(Some(u64::from_be_bytes(be)))
     }
 
+    /// Fails when the history no longer holds revision `after + 1` (it was compacted).
+    pub fn check_retained(&self, after: u64) -> Result<(), ReadError> {
+        match self.oldest_retained()? {
+            Some(oldest) if after + 1 < oldest => {
+                Err(ReadError::Compacted { requested: after + 1, oldest })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Changes with revision in `(after, up_to]`, in order. Fails when the history no longer
     /// holds revision `after + 1`.
     pub fn changes(&self, after: u64, up_to: u64) -> Result<Vec<Change>, ReadError> {
         if after >= up_to {
             return Ok(Vec::new());
         }
-        let oldest = self.oldest_retained()?.unwrap_or(up_to + 1);
-        if after + 1 < oldest {
-            return Err(ReadError::Compacted { requested: after + 1, oldest });
-        }
+        self.check_retained(after)?;
         self.tree
             .range(history_key(after + 1, 0)..=history_key(up_to, u32::MAX))
             .values()

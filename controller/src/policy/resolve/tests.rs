@@ -33,9 +33,9 @@ fn net(s: &str) -> IpNet {
 fn a_modality_gets_its_kiosk_firewall_and_the_baseline() {
     let docs = pack();
     let fleet = vec![
-        (agent("ct-1", "modality", "198.18.10.5"), false, 10),
-        (agent("pacs-1", "pacs", "198.18.20.5"), false, 11),
-        (agent("ris-1", "ris", "198.18.30.5"), false, 12),
+        (agent("ct-1", "modality", "198.18.10.5"), None, 10),
+        (agent("pacs-1", "pacs", "198.18.20.5"), None, 11),
+        (agent("ris-1", "ris", "198.18.30.5"), None, 12),
     ];
     let inputs = Inputs { documents: &docs, agents: &fleet, documents_revision: 5 };
     let r = resolve(&inputs, &fleet[0].0, 10);
@@ -73,16 +73,16 @@ fn a_modality_gets_its_kiosk_firewall_and_the_baseline() {
 fn a_new_pacs_host_changes_exactly_the_agents_that_refer_to_pacs() {
     let docs = pack();
     let mut fleet = vec![
-        (agent("ct-1", "modality", "198.18.10.5"), false, 10),
-        (agent("ws-1", "reading-workstation", "198.18.40.5"), false, 11),
-        (agent("prn-1", "print-server", "198.18.50.5"), false, 12),
-        (agent("pacs-1", "pacs", "198.18.20.5"), false, 13),
+        (agent("ct-1", "modality", "198.18.10.5"), None, 10),
+        (agent("ws-1", "reading-workstation", "198.18.40.5"), None, 11),
+        (agent("prn-1", "print-server", "198.18.50.5"), None, 12),
+        (agent("pacs-1", "pacs", "198.18.20.5"), None, 13),
     ];
     let before: Vec<Resolved> = {
         let inputs = Inputs { documents: &docs, agents: &fleet, documents_revision: 5 };
         fleet.iter().take(3).map(|(a, _, rev)| resolve(&inputs, a, *rev)).collect()
     };
-    fleet.push((agent("pacs-2", "pacs", "198.18.20.6"), false, 20));
+    fleet.push((agent("pacs-2", "pacs", "198.18.20.6"), None, 20));
     let inputs = Inputs { documents: &docs, agents: &fleet, documents_revision: 5 };
     let after: Vec<Resolved> =
         fleet.iter().take(3).map(|(a, _, rev)| resolve(&inputs, a, *rev)).collect();
@@ -100,7 +100,7 @@ fn a_new_pacs_host_changes_exactly_the_agents_that_refer_to_pacs() {
     // The print server does not refer to PACS: nothing changes, not even its revision.
     assert_eq!(before[2], after[2]);
     // A revoked PACS host leaves the segment again.
-    fleet.last_mut().unwrap().1 = true;
+    fleet.last_mut().unwrap().1 = Some("decommissioned".into());
     let inputs = Inputs { documents: &docs, agents: &fleet, documents_revision: 5 };
     let revoked = resolve(&inputs, &fleet[0].0, 10);
     let fw = revoked.firewall.unwrap();
@@ -114,7 +114,7 @@ fn a_new_pacs_host_changes_exactly_the_agents_that_refer_to_pacs() {
 #[test]
 fn an_agent_no_policy_selects_gets_the_baseline_only() {
     let docs = pack();
-    let fleet = vec![(agent("ups-mgmt", "unknown-role", "198.18.60.9"), false, 3)];
+    let fleet = vec![(agent("ups-mgmt", "unknown-role", "198.18.60.9"), None, 3)];
     let inputs = Inputs { documents: &docs, agents: &fleet, documents_revision: 5 };
     let r = resolve(&inputs, &fleet[0].0, 3);
     assert_eq!(r.policies, ["baseline"]);
@@ -162,12 +162,12 @@ fn render(r: &Resolved) -> String {
 fn golden_desired_states_of_the_pack() {
     let docs = pack();
     let fleet = vec![
-        (agent("ct-1", "modality", "198.18.10.5"), false, 10),
-        (agent("ws-1", "reading-workstation", "198.18.40.5"), false, 11),
-        (agent("pacs-1", "pacs", "198.18.20.5"), false, 12),
-        (agent("ris-1", "ris", "198.18.30.5"), false, 13),
-        (agent("prn-1", "print-server", "198.18.50.5"), false, 14),
-        (agent("jump-1", "jump-host", "198.18.70.5"), false, 15),
+        (agent("ct-1", "modality", "198.18.10.5"), None, 10),
+        (agent("ws-1", "reading-workstation", "198.18.40.5"), None, 11),
+        (agent("pacs-1", "pacs", "198.18.20.5"), None, 12),
+        (agent("ris-1", "ris", "198.18.30.5"), None, 13),
+        (agent("prn-1", "print-server", "198.18.50.5"), None, 14),
+        (agent("jump-1", "jump-host", "198.18.70.5"), None, 15),
     ];
     let inputs = Inputs { documents: &docs, agents: &fleet, documents_revision: 5 };
     let text: String =
