@@ -77,6 +77,48 @@ pub struct Cluster {
     pub pki: TestPki,
     bin: PathBuf,
     dir: tempfile::TempDir,
+    _turn: LabTurn,
+}
+
+/// One test's clusters at a time: timing assertions (a new leader within 2 s) measure the
+/// cluster, not two clusters fighting for two cores. Re-entrant on one thread, so a test
+/// may run a second cluster beside its first.
+struct LabTurn;
+
+static LAB: (std::sync::Mutex<Option<(std::thread::ThreadId, usize)>>, std::sync::Condvar) =
+    (std::sync::Mutex::new(None), std::sync::Condvar::new());
+
+impl LabTurn {
+    fn take() -> Self {
+        let me = std::thread::current().id();
+        let mut owner = LAB.0.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match owner.as_mut() {
+                None => {
+                    *owner = Some((me, 1));
+                    return LabTurn;
+                }
+                Some((id, count)) if *id == me => {
+                    *count += 1;
+                    return LabTurn;
+                }
+                Some(_) => owner = LAB.1.wait(owner).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+}
+
+impl Drop for LabTurn {
+    fn drop(&mut self) {
+        let mut owner = LAB.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, count)) = owner.as_mut() {
+            *count -= 1;
+            if *count == 0 {
+                *owner = None;
+                LAB.1.notify_all();
+            }
+        }
+    }
 }
 
 /// The directory holding this workspace's binaries (`target/<profile>`), found from the
@@ -135,11 +177,12 @@ impl Cluster {
 
     /// A cluster with a CA and no nodes yet.
     pub fn empty(options: ClusterOptions) -> Result<Self> {
+        let turn = LabTurn::take();
         let dir = tempfile::Builder::new().prefix("bulwark-lab-").tempdir()?;
         let pki = TestPki::create(&dir.path().join("pki"))?;
         let admin = pki.admin("lab")?;
         let bin = workspace_bin("bulwark-controller")?;
-        Ok(Self { nodes: BTreeMap::new(), options, admin, pki, bin, dir })
+        Ok(Self { nodes: BTreeMap::new(), options, admin, pki, bin, dir, _turn: turn })
     }
 
     pub fn dir(&self) -> &Path {
