@@ -222,6 +222,7 @@ pub fn synthetic_fleet(
                 services: vec![format!("svc-{}", (i + r) % 10)],
                 interface: InterfaceKind::Any,
                 log: false,
+                failsafe: false,
             })
             .collect();
         docs.push(Document::Policy(Box::new(Policy {

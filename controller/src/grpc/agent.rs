@@ -124,6 +124,10 @@ impl AgentService for AgentApi {
         Ok(Response::new(pb::RenewReply { cert_pem, not_after: not_after as i64 }))
     }
 
+    async fn report(&self, _: Request<pb::AgentReport>) -> Result<Response<pb::ReportAck>, Status> {
+        Err(Status::unimplemented("agent reports are being built"))
+    }
+
     type StreamDesiredStateStream = DesiredStream;
 
     async fn stream_desired_state(
@@ -177,6 +181,7 @@ fn rule_to_pb(rule: ResolvedRule) -> pb::FirewallRule {
         },
         log: rule.log,
         policy: rule.policy,
+        failsafe: rule.failsafe,
     }
 }
 

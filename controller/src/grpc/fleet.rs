@@ -33,6 +33,7 @@ pub fn agent_to_pb(a: AgentRecord, revoked: Option<String>) -> pb::Agent {
         token_id: a.token_id,
         revoked: revoked.is_some(),
         revoked_reason: revoked.unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -71,5 +72,12 @@ impl FleetService for FleetApi {
         let id = req.into_inner().id;
         let agent = security::permit_reenroll(&self.node, &id, &by).await?;
         Ok(audited(pb::AgentReply { agent: Some(agent_to_pb(agent, None)) }, format!("agent {id}")))
+    }
+
+    async fn show_agent(
+        &self,
+        _: Request<pb::ShowAgentRequest>,
+    ) -> Result<Response<pb::ShowAgentReply>, Status> {
+        Err(Status::unimplemented("agent status is being built"))
     }
 }

@@ -86,6 +86,9 @@ pub struct FirewallRule {
     pub services: Vec<String>,
     pub interface: InterfaceKind,
     pub log: bool,
+    /// Admin access kept by the agent even when the rest of the ruleset cannot be applied.
+    #[serde(default)]
+    pub failsafe: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -215,6 +215,22 @@ fn rule(d: &mut Decoder, node: &Node, path: &str) -> Option<FirewallRule> {
         Some(n) => d.bool(n, &f.path("log")),
         None => Some(false),
     };
+    let failsafe = match f.get("failsafe") {
+        Some(n) => {
+            let failsafe = d.bool(n, &f.path("failsafe"));
+            if failsafe == Some(true)
+                && (act != Some(Action::Allow) || direction != Some(Direction::Inbound))
+            {
+                d.error(
+                    n.pos,
+                    &f.path("failsafe"),
+                    "failsafe is for admin access: only `action: allow` inbound rules can be failsafe",
+                );
+            }
+            failsafe
+        }
+        None => Some(false),
+    };
     f.finish(d);
     Some(FirewallRule {
         action: act?,
@@ -223,6 +239,7 @@ fn rule(d: &mut Decoder, node: &Node, path: &str) -> Option<FirewallRule> {
         services: services?,
         interface: interface?,
         log: log?,
+        failsafe: failsafe?,
     })
 }
 

@@ -40,6 +40,7 @@ pub struct ResolvedRule {
     pub ports: Vec<PortRange>,
     pub interface: InterfaceKind,
     pub log: bool,
+    pub failsafe: bool,
     pub policy: String,
 }
 
@@ -187,6 +188,7 @@ pub fn resolve_with(
                     ports,
                     interface: rule.interface,
                     log: rule.log,
+                    failsafe: rule.failsafe,
                     policy: p.name.clone(),
                 });
             }
@@ -272,7 +274,8 @@ pub fn describe(rule: &ResolvedRule) -> String {
         InterfaceKind::Wireless => " on wireless",
     };
     let log = if rule.log { ", logged" } else { "" };
-    format!("{verb} {dir} {prep} {peers} on {ports}{iface}{log} (policy {})", rule.policy)
+    let failsafe = if rule.failsafe { ", failsafe" } else { "" };
+    format!("{verb} {dir} {prep} {peers} on {ports}{iface}{log}{failsafe} (policy {})", rule.policy)
 }
 
 /// What changes from `before` to `after` for one agent.

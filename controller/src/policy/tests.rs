@@ -74,7 +74,7 @@ spec:
             "p.yaml:1:13: apiVersion: \"bulwark.io/v2\" is not supported; use bulwark.io/v1",
             "p.yaml:5:3: spec.priorty: unknown field; expected one of: annotations, firewall, logins, mode, passwords, priority, selector, users, wireless",
             "p.yaml:7:21: spec.firewall.defaultInbound: \"maybe\" is not one of allow, deny",
-            "p.yaml:9:65: spec.firewall.rules[0].ports: unknown field; expected one of: action, direction, interface, log, peers, services",
+            "p.yaml:9:65: spec.firewall.rules[0].ports: unknown field; expected one of: action, direction, failsafe, interface, log, peers, services",
             "p.yaml:10:49: spec.passwords.minLength: 4 is not a password length (8-128)",
         ],
     );
@@ -107,6 +107,25 @@ spec: {{ports: [2762/tcp]}}
             "p.yaml:22:53: spec.firewall.rules[2].peers[0]: unknown segment \"ris\"",
             "p.yaml:26:18: metadata.name: Service/dicom is defined twice (also at p.yaml:3:18)",
         ]
+    );
+}
+
+#[test]
+fn failsafe_is_only_for_inbound_allow_rules() {
+    check(
+        "apiVersion: bulwark.io/v1
+kind: Policy
+metadata: {name: p}
+spec:
+  firewall:
+    rules:
+      - {action: deny, direction: inbound, failsafe: true}
+      - {action: allow, direction: outbound, failsafe: true}
+",
+        &[
+            "p.yaml:7:54: spec.firewall.rules[0].failsafe: failsafe is for admin access: only `action: allow` inbound rules can be failsafe",
+            "p.yaml:8:56: spec.firewall.rules[1].failsafe: failsafe is for admin access: only `action: allow` inbound rules can be failsafe",
+        ],
     );
 }
 
