@@ -338,9 +338,42 @@ impl Client {
         .await
     }
 
+    /// Every enrolled agent.
     pub async fn list_agents(&self) -> Result<pb::ListAgentsReply, ClientError> {
-        self.call(|c| async move {
-            Ok(Self::fleet(c).list_agents(pb::ListAgentsRequest {}).await?.into_inner())
+        self.list_agents_where(pb::ListAgentsRequest::default()).await
+    }
+
+    /// The agents matching a label selector and a status (see `ListAgentsRequest`).
+    pub async fn list_agents_where(
+        &self,
+        req: pb::ListAgentsRequest,
+    ) -> Result<pb::ListAgentsReply, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::fleet(c).list_agents(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// One agent with its newest `events` events (0: 20).
+    pub async fn show_agent(
+        &self,
+        id: &str,
+        events: u32,
+    ) -> Result<pb::ShowAgentReply, ClientError> {
+        let req = pb::ShowAgentRequest { id: id.to_owned(), events };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::fleet(c).show_agent(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Sends an agent's report (status and events); the caller must be that agent.
+    pub async fn report(&self, report: pb::AgentReport) -> Result<pb::ReportAck, ClientError> {
+        self.call(|c| {
+            let report = report.clone();
+            async move { Ok(Self::agent(c).report(report).await?.into_inner()) }
         })
         .await
     }

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod config;
 pub mod ctl;
+pub mod fleet;
 pub mod grpc;
 pub mod node;
 pub mod pki;
@@ -37,6 +38,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
     let node = node::Node::start(config).await?;
+    fleet::spawn_beats(node.clone());
     let served = grpc::serve(node.clone(), listener, shutdown).await;
     node.shutdown().await;
     served.map_err(|e| match e {

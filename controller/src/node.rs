@@ -286,6 +286,8 @@ pub struct Node {
     /// Present when started with `--ca-key`.
     pub issuing: Option<crate::security::Issuing>,
     pub enroll_limiter: crate::grpc::agent::RateLimiter,
+    /// Random per process start: streams served before a restart are over.
+    pub boot: u64,
     tuning: Tuning,
 }
 
@@ -348,6 +350,7 @@ impl Node {
             issuing,
             enroll_limiter: crate::grpc::agent::RateLimiter::new(config.enroll_rate),
             tuning: config.tuning,
+            boot: rand::random(),
         }))
     }
 

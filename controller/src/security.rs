@@ -166,6 +166,34 @@ pub struct HostFacts {
     pub mac: String,
 }
 
+/// The write that records changed host facts of agent `id` (addresses move segments), or
+/// `None` when nothing changed. Labels stay: they come from the token or an operator.
+pub fn facts_update(
+    reader: &Reader,
+    id: &str,
+    facts: HostFacts,
+) -> Result<Option<Command>, NodeError> {
+    let Some(record) = reader.get(AGENT, id).map_err(|e| NodeError::Internal(e.to_string()))?
+    else {
+        return Err(NodeError::NotFound(format!("agent {id} is not enrolled")));
+    };
+    let mut agent: AgentRecord = parse(&record)?;
+    let before = (&agent.hostname, &agent.os, &agent.addresses, &agent.mac);
+    if before == (&facts.hostname, &facts.os, &facts.addresses, &facts.mac) {
+        return Ok(None);
+    }
+    agent.hostname = facts.hostname;
+    agent.os = facts.os;
+    agent.addresses = facts.addresses;
+    agent.mac = facts.mac;
+    Ok(Some(Command::Put {
+        kind: AGENT.into(),
+        key: id.into(),
+        value: json(&agent)?,
+        expect_mod_revision: Some(record.mod_revision),
+    }))
+}
+
 /// Why agent `id` is revoked, if it is.
 pub fn agent_revoked(reader: &Reader, id: &str) -> Option<String> {
     read::<Revocation>(reader, REVOKED_AGENT, id).ok().flatten().map(|(r, _)| r.reason)

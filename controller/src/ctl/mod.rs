@@ -1,6 +1,7 @@
 //! `bulwarkctl`: the admin command line. `main` parses [`Cli`] and calls [`run`].
 
 mod bench;
+mod fleet;
 mod policy;
 mod security;
 
@@ -68,9 +69,10 @@ pub enum Command {
     /// Bootstrap tokens for enrolling agents.
     #[command(subcommand)]
     Token(security::TokenCmd),
-    /// Enrolled agents: list, revoke, permit re-enrollment.
-    #[command(subcommand)]
-    Agent(security::AgentCmd),
+    /// The fleet: enrolled agents, whether they are online and compliant, their recent
+    /// drift and events; revoke an agent or permit it to enroll again.
+    #[command(subcommand, visible_alias = "agents")]
+    Agent(fleet::AgentCmd),
     /// Admin identities' roles.
     #[command(subcommand)]
     Admin(security::AdminCmd),
@@ -242,7 +244,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Pki(cmd) => security::pki(cmd),
         Command::Policy(cmd) => policy::run(&cli, cmd).await,
         Command::Token(cmd) => security::token(&cli, cmd).await,
-        Command::Agent(cmd) => security::agent(&cli, cmd).await,
+        Command::Agent(cmd) => fleet::agent(&cli, cmd).await,
         Command::Admin(cmd) => security::admin(&cli, cmd).await,
         Command::Audit { since, who, method } => security::audit(&cli, *since, who, method).await,
     }

@@ -71,21 +71,6 @@ pub enum TokenCmd {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum AgentCmd {
-    /// List enrolled agents.
-    List,
-    /// Revoke an agent: its certificates are refused on every controller and its open
-    /// streams are closed.
-    Revoke {
-        id: String,
-        #[arg(long, default_value = "")]
-        reason: String,
-    },
-    /// Let an enrolled agent id enroll once more (e.g. after its certificate expired offline).
-    PermitReenroll { id: String },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum AdminCmd {
     /// Set an admin identity's role (viewer, operator, admin); overrides its certificate's.
     SetRole { name: String, role: Role },
@@ -176,12 +161,12 @@ fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, CtlError> 
         .collect()
 }
 
-fn when(unix: i64) -> String {
+pub(super) fn when(unix: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn labels_text(labels: &HashMap<String, String>) -> String {
+pub(super) fn labels_text(labels: &HashMap<String, String>) -> String {
     let mut l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     l.sort();
     if l.is_empty() { "-".into() } else { l.join(",") }
@@ -230,45 +215,6 @@ pub async fn token(cli: &Cli, cmd: &TokenCmd) -> Result<(), CtlError> {
         TokenCmd::Revoke { id } => {
             let t = client.revoke_token(id).await?;
             println!("token {} revoked ({} of {} uses were left)", t.id, t.uses_left, t.uses_total);
-        }
-    }
-    Ok(())
-}
-
-fn print_agent(a: &pb::Agent) {
-    let state =
-        if a.revoked { format!("revoked ({})", a.revoked_reason) } else { "enrolled".into() };
-    println!(
-        "{:<21} {:<20} {:<28} {:<21} {}",
-        a.id,
-        a.hostname,
-        labels_text(&a.labels),
-        when(a.cert_not_after),
-        state
-    );
-}
-
-pub async fn agent(cli: &Cli, cmd: &AgentCmd) -> Result<(), CtlError> {
-    let client = cli.client()?;
-    match cmd {
-        AgentCmd::List => {
-            let reply = client.list_agents().await?;
-            println!(
-                "{:<21} {:<20} {:<28} {:<21} STATE",
-                "ID", "HOSTNAME", "LABELS", "CERT EXPIRES"
-            );
-            for a in &reply.agents {
-                print_agent(a);
-            }
-            eprintln!("{} agents at revision {}", reply.agents.len(), reply.revision);
-        }
-        AgentCmd::Revoke { id, reason } => {
-            client.revoke_agent(id, reason).await?;
-            println!("agent {id} revoked; its certificates are refused from now on");
-        }
-        AgentCmd::PermitReenroll { id } => {
-            client.permit_reenroll(id).await?;
-            println!("agent {id} may enroll once more (with a valid token)");
         }
     }
     Ok(())

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{Caller, Peer};
 use super::caller;
+use crate::fleet;
 use crate::node::Node;
 use crate::policy::model::{
     Action, Direction, InterfaceKind, Mode, Protocol, UserAction, WifiSecurity, Wireless,
@@ -124,8 +125,29 @@ impl AgentService for AgentApi {
         Ok(Response::new(pb::RenewReply { cert_pem, not_after: not_after as i64 }))
     }
 
-    async fn report(&self, _: Request<pb::AgentReport>) -> Result<Response<pb::ReportAck>, Status> {
-        Err(Status::unimplemented("agent reports are being built"))
+    async fn report(
+        &self,
+        req: Request<pb::AgentReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        let id = agent_id(&req)?;
+        if let Some(reason) = security::agent_revoked(&self.node.reader, &id) {
+            return Err(Status::permission_denied(format!("agent {id} is revoked: {reason}")));
+        }
+        let r = req.into_inner();
+        let report = fleet::Report {
+            desired_revision: r.desired_revision,
+            enforcers: r.enforcers.into_iter().map(super::fleet::enforcer_from_pb).collect(),
+            events: r.events.into_iter().map(super::fleet::event_from_pb).collect(),
+            facts: r.facts.map(|f| HostFacts {
+                hostname: f.hostname,
+                os: f.os,
+                addresses: f.addresses,
+                mac: f.mac,
+            }),
+            agent_version: r.agent_version,
+        };
+        let stored = fleet::report(&self.node, &id, report).await?;
+        Ok(Response::new(pb::ReportAck { stored }))
     }
 
     type StreamDesiredStateStream = DesiredStream;
@@ -144,7 +166,12 @@ impl AgentService for AgentApi {
         }
         let have = r.have_revision;
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(stream_desired(self.node.clone(), id, have, tx));
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            note_presence(&node, &id, true).await;
+            stream_desired(node.clone(), id.clone(), have, tx).await;
+            note_presence(&node, &id, false).await;
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -263,6 +290,12 @@ fn desired_state(node: &Node, id: &str) -> Result<pb::DesiredState, Status> {
     let documents_revision = policy_store::generation(reader)?;
     let inputs = Inputs { documents: &documents, agents: &agents, documents_revision };
     Ok(resolved_to_pb(resolve(&inputs, me, *my_rev)))
+}
+
+async fn note_presence(node: &Node, id: &str, connected: bool) {
+    if let Err(e) = fleet::set_presence(node, id, connected).await {
+        tracing::warn!(agent_id = %id, connected, error = %e, "agent presence not recorded");
+    }
 }
 
 /// Sends the agent's desired state whenever its revision passes what the agent has;

@@ -61,7 +61,9 @@ pub fn rule(path: &str) -> Option<Rule> {
         ("bulwark.v1.StoreService", "Get" | "List" | "Watch") => r(Who::Admin(Viewer), false),
         ("bulwark.v1.StoreService", "Put" | "Delete") => r(Who::Admin(Admin), true),
         ("bulwark.v1.AgentService", "Enroll") => r(Who::Anyone, false),
-        ("bulwark.v1.AgentService", "Renew" | "StreamDesiredState") => r(Who::Agent, false),
+        ("bulwark.v1.AgentService", "Renew" | "StreamDesiredState" | "Report") => {
+            r(Who::Agent, false)
+        }
         ("bulwark.v1.SecurityService", "CreateToken" | "RevokeToken") => {
             r(Who::Admin(Operator), true)
         }
@@ -69,7 +71,7 @@ pub fn rule(path: &str) -> Option<Rule> {
         ("bulwark.v1.SecurityService", "ListTokens" | "ListAdminRoles" | "ListAudit") => {
             r(Who::Admin(Viewer), false)
         }
-        ("bulwark.v1.FleetService", "ListAgents") => r(Who::Admin(Viewer), false),
+        ("bulwark.v1.FleetService", "ListAgents" | "ShowAgent") => r(Who::Admin(Viewer), false),
         ("bulwark.v1.FleetService", "RevokeAgent" | "PermitReenroll") => {
             r(Who::Admin(Operator), true)
         }

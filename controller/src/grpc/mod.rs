@@ -100,6 +100,10 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| ServeError::Tls(format!("reflection descriptors: {e}")))?;
     let served = tonic::transport::Server::builder()
+        // Finds streams of hosts that vanished without closing their connection (power
+        // loss, cable pulled): their agents show offline within 30 s.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .layer(auth::AuthLayer { node: node.clone() })
         .add_service(
             RaftServiceServer::new(raft::RaftApi::new(node.clone()))

@@ -55,9 +55,9 @@ impl StoreApi {
             | Command::Delete { kind, key, expect_mod_revision } => {
                 (kind.clone(), key.clone(), *expect_mod_revision)
             }
-            Command::Txn(_) | Command::Audit { .. } => {
+            Command::Txn(_) | Command::Audit { .. } | Command::Note { .. } => {
                 return Err(Status::invalid_argument(
-                    "transactions and audit entries are internal",
+                    "transactions, audit entries and notes are internal",
                 ));
             }
         };

@@ -7,6 +7,7 @@
 //!   a transaction's changes share one revision)
 //! - `m/applied`, `m/membership`, `m/revision` → applied log id, membership, revision
 //! - `a/<key>` → an admin audit entry (no revision, never replaced)
+//! - `n/<key>` → a note: agent status, presence, agent events, node beats (no revision)
 //! - `d/<request id>` → the [`WriteOutcome`] of a recent client request, and
 //!   `x/<log index>` → that request id, so ids expire after [`DEDUPE_WINDOW`] entries
 //!
@@ -40,6 +41,7 @@ const RECORD_PREFIX: &[u8] = b"r/";
 const HISTORY_PREFIX: &[u8] = b"h/";
 const DEDUPE_PREFIX: &[u8] = b"d/";
 const AUDIT_PREFIX: &[u8] = b"a/";
+const NOTE_PREFIX: &[u8] = b"n/";
 const EXPIRY_PREFIX: &[u8] = b"x/";
 const CURRENT_SNAPSHOT: &[u8] = b"current";
 
@@ -96,7 +98,7 @@ type MetaPair = (&'static [u8], Vec<u8>);
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
     revision: u64,
-    /// Raw `r/`, `h/`, `d/`, `x/` and `a/` pairs of tree `sm`.
+    /// Raw `r/`, `h/`, `d/`, `x/`, `a/` and `n/` pairs of tree `sm`.
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -124,6 +126,7 @@ pub enum ReadError {
 pub struct Reader {
     tree: sled::Tree,
     revision: watch::Receiver<u64>,
+    notes: watch::Receiver<u64>,
 }
 
 impl Reader {
@@ -155,6 +158,39 @@ impl Reader {
             .map(|v| Ok(decode(&v?)?))
             .collect::<Result<Vec<_>, ReadError>>()?;
         Ok((records, revision))
+    }
+
+    /// A receiver that changes whenever notes were applied (status reports, presence...).
+    pub fn subscribe_notes(&self) -> watch::Receiver<u64> {
+        self.notes.clone()
+    }
+
+    pub fn note(&self, key: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self.tree.get([NOTE_PREFIX, key.as_bytes()].concat())?.map(|v| v.to_vec()))
+    }
+
+    /// Notes whose key starts with `prefix`, in key order, as (key without `n/`, value).
+    pub fn notes(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
+        self.tree
+            .scan_prefix([NOTE_PREFIX, prefix.as_bytes()].concat())
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k[NOTE_PREFIX.len()..]).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// The last `n` notes under `prefix`, newest first.
+    pub fn last_notes(&self, prefix: &str, n: usize) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
+        self.tree
+            .scan_prefix([NOTE_PREFIX, prefix.as_bytes()].concat())
+            .rev()
+            .take(n)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k[NOTE_PREFIX.len()..]).into_owned(), v.to_vec()))
+            })
+            .collect()
     }
 
     /// Audit entries with keys from `from` on, in key order.
@@ -210,6 +246,8 @@ struct Batch {
     ops: sled::Batch,
     records: HashMap<Vec<u8>, Option<Record>>,
     requests: HashMap<u128, WriteOutcome>,
+    /// Note keys written in this batch.
+    notes: std::collections::HashSet<Vec<u8>>,
 }
 
 /// The applied state, owned by openraft's state machine worker.
@@ -221,6 +259,8 @@ pub struct StateMachine {
     membership: StoredMembership,
     revision: u64,
     revision_tx: watch::Sender<u64>,
+    /// Counts applies that stored notes.
+    notes_tx: watch::Sender<u64>,
     snapshot_seq: u64,
 }
 
@@ -247,6 +287,7 @@ impl StateMachine {
             None => 0,
         };
         let (revision_tx, _) = watch::channel(revision);
+        let (notes_tx, _) = watch::channel(0);
         Ok(Self {
             db: db.clone(),
             tree,
@@ -255,12 +296,17 @@ impl StateMachine {
             membership,
             revision,
             revision_tx,
+            notes_tx,
             snapshot_seq: 0,
         })
     }
 
     pub fn reader(&self) -> Reader {
-        Reader { tree: self.tree.clone(), revision: self.revision_tx.subscribe() }
+        Reader {
+            tree: self.tree.clone(),
+            revision: self.revision_tx.subscribe(),
+            notes: self.notes_tx.subscribe(),
+        }
     }
 
     fn meta_pairs(&self) -> Result<[MetaPair; 3], StorageError> {
@@ -298,6 +344,10 @@ impl StateMachine {
         let ops = match cmd {
             Command::Audit { key, entry } => {
                 self.put_audit(&key, entry, batch)?;
+                return Ok(unchanged(self.revision));
+            }
+            Command::Note { key, value, replace } => {
+                self.put_note(&key, value, replace, batch)?;
                 return Ok(unchanged(self.revision));
             }
             Command::Txn(ops) => ops,
@@ -341,6 +391,10 @@ impl StateMachine {
             // An audit entry beside the changes it records; takes no revision.
             Command::Audit { key, entry } => {
                 self.put_audit(key, entry.clone(), batch)?;
+                return Ok(false);
+            }
+            Command::Note { key, value, replace } => {
+                self.put_note(key, value.clone(), *replace, batch)?;
                 return Ok(false);
             }
             // Rejected by validation.
@@ -387,6 +441,26 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Stores a note; `replace: false` keeps an existing one (also one earlier in `batch`).
+    fn put_note(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        replace: bool,
+        batch: &mut Batch,
+    ) -> Result<(), StorageError> {
+        let nkey = [NOTE_PREFIX, key.as_bytes()].concat();
+        let exists = || -> Result<bool, StorageError> {
+            Ok(batch.notes.contains(&nkey)
+                || self.tree.contains_key(&nkey).map_err(|e| sm_err(ErrorVerb::Read, &e))?)
+        };
+        if replace || !exists()? {
+            batch.ops.insert(nkey.clone(), value);
+            batch.notes.insert(nkey);
+        }
+        Ok(())
+    }
+
     /// For a put or delete with an expectation that does not hold: the actual revision.
     fn failed_expectation(
         &self,
@@ -398,7 +472,7 @@ impl StateMachine {
             | Command::Delete { kind, key, expect_mod_revision } => {
                 (kind, key, *expect_mod_revision)
             }
-            Command::Txn(_) | Command::Audit { .. } => return Ok(None),
+            Command::Txn(_) | Command::Audit { .. } | Command::Note { .. } => return Ok(None),
         }) else {
             return Ok(None);
         };
@@ -515,6 +589,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.tree.apply_batch(batch.ops).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
         self.revision_tx.send_replace(self.revision);
+        if !batch.notes.is_empty() {
+            self.notes_tx.send_modify(|n| *n += 1);
+        }
         Ok(outcomes)
     }
 
@@ -526,7 +603,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             None => format!("0-0-{}", self.snapshot_seq),
         };
         // The copy is taken here, between applies, so the snapshot is consistent.
-        let pairs = [RECORD_PREFIX, HISTORY_PREFIX, DEDUPE_PREFIX, EXPIRY_PREFIX, AUDIT_PREFIX]
+        let prefixes = [
+            RECORD_PREFIX,
+            HISTORY_PREFIX,
+            DEDUPE_PREFIX,
+            EXPIRY_PREFIX,
+            AUDIT_PREFIX,
+            NOTE_PREFIX,
+        ];
+        let pairs = prefixes
             .into_iter()
             .flat_map(|p| self.tree.scan_prefix(p))
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
@@ -577,6 +662,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| err(ErrorVerb::Write, &e))?;
         self.db.flush_async().await.map_err(|e| err(ErrorVerb::Write, &e))?;
         self.revision_tx.send_replace(self.revision);
+        self.notes_tx.send_modify(|n| *n += 1);
         tracing::info!(
             last_log_index = meta.last_log_id.map_or(0, |l| l.index),
             revision = self.revision,

@@ -47,6 +47,14 @@ pub enum Command {
         key: String,
         entry: Vec<u8>,
     },
+    /// Stores a fact agents and nodes report (agent status, presence, agent events, node
+    /// beats) beside the records: it takes no revision, so it never wakes desired-state
+    /// streams or watchers. `replace: false` keeps an existing key (events are stored once).
+    Note {
+        key: String,
+        value: Vec<u8>,
+        replace: bool,
+    },
     /// All or nothing: every sub-command's `expect_mod_revision` is checked first; if all
     /// hold, they are applied in order (each taking its own revision), else none is.
     Txn(Vec<Command>),
@@ -75,9 +83,9 @@ impl Command {
                 (kind, key)
             }
             Command::Delete { kind, key, .. } => (kind, key),
-            Command::Audit { key, entry } => {
-                if entry.len() > MAX_VALUE_LEN {
-                    return Err(InvalidCommand::ValueTooLarge(entry.len()));
+            Command::Audit { key, entry: value } | Command::Note { key, value, .. } => {
+                if value.len() > MAX_VALUE_LEN {
+                    return Err(InvalidCommand::ValueTooLarge(value.len()));
                 }
                 return check_name("key", key, MAX_KEY_LEN);
             }

@@ -1,0 +1,134 @@
+//! Agents report per-enforcer status and events; the fleet view shows them from any node,
+//! with online/offline following the agent's stream; events sent twice are stored once.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use bulwark_integration_tests::agents::LabAgent;
+use bulwark_integration_tests::{Cluster, eventually};
+use bulwark_proto::v1 as pb;
+
+fn drift_event(id: &str) -> pb::AgentEvent {
+    pb::AgentEvent {
+        id: id.into(),
+        kind: "drift-repaired".into(),
+        enforcer: "firewall".into(),
+        at_ms: 1,
+        revision: 7,
+        summary: "table inet bulwark was deleted; recreated".into(),
+        before: "table inet bulwark missing".into(),
+        after: "12 rules".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_presence_and_the_fleet_view() -> Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let admin = cluster.client()?;
+    let labels = [("role".to_owned(), "modality".to_owned())].into_iter().collect();
+    let token = admin.create_token(labels, Duration::from_secs(600), 2).await?.token;
+    let ct = LabAgent::enroll_at(&cluster, &cluster.addr(1), &token, "ct-1", "198.18.10.5").await?;
+    let mr = LabAgent::enroll_at(&cluster, &cluster.addr(1), &token, "mr-1", "198.18.10.6").await?;
+
+    // Nothing reported yet: offline, no enforcers.
+    let listed = admin.list_agents().await?.agents;
+    ensure!(listed.len() == 2 && listed.iter().all(|a| !a.online), "{listed:?}");
+
+    // The CT streams from node 2 and reports; a batch sent twice stores its events once.
+    let ct_client = ct.client_at(&cluster, 2)?;
+    let stream = ct_client.stream_desired_state(0).await?;
+    let report = pb::AgentReport {
+        desired_revision: 7,
+        enforcers: vec![pb::EnforcerStatus {
+            enforcer: "firewall".into(),
+            revision: 7,
+            state: pb::EnforcerState::DriftedRepaired.into(),
+            reason: "table deleted by someone; recreated".into(),
+            ..Default::default()
+        }],
+        events: vec![drift_event("1700000000000-1"), drift_event("1700000000000-2")],
+        agent_version: "test".into(),
+        ..Default::default()
+    };
+    let ack = ct_client.report(report.clone()).await?;
+    ensure!(ack.stored.len() == 2, "{ack:?}");
+    ct_client.report(report).await?;
+
+    // Node 3, which serves neither, sees it online at node 2, drifted, with 2 events.
+    let node3 = cluster.node_client(3)?;
+    let shown = eventually("the CT online at node 2", Duration::from_secs(10), || async {
+        let shown = node3.show_agent(&ct.id, 0).await?;
+        let a = shown.agent.clone().context("no agent")?;
+        ensure!(a.online && a.node == 2, "not online at node 2: {a:?}");
+        Ok(shown)
+    })
+    .await?;
+    ensure!(shown.events.len() == 2, "events stored once: {:?}", shown.events);
+    let a = shown.agent.context("no agent")?;
+    ensure!(a.applied_revision == 7 && a.agent_version == "test", "{a:?}");
+    ensure!(
+        a.enforcers.len() == 1 && a.enforcers[0].state == pb::EnforcerState::DriftedRepaired as i32,
+        "{a:?}"
+    );
+
+    // Filters: by status and by label selector.
+    let req = |selector: &str, status: &str| pb::ListAgentsRequest {
+        selector: selector.into(),
+        status: status.into(),
+    };
+    let drifted = node3.list_agents_where(req("", "drifted")).await?.agents;
+    ensure!(drifted.len() == 1 && drifted[0].id == ct.id, "{drifted:?}");
+    let offline = node3.list_agents_where(req("role=modality", "offline")).await?.agents;
+    ensure!(offline.len() == 1 && offline[0].id == mr.id, "{offline:?}");
+    ensure!(node3.list_agents_where(req("role=pacs", "")).await?.agents.is_empty());
+    let bad = node3.list_agents_where(req("", "sideways")).await;
+    ensure!(
+        bad.as_ref().is_err_and(|e| e.to_string().contains("unknown status \"sideways\"")),
+        "{bad:?}"
+    );
+
+    // An agent cannot report for another, nor an admin for an agent.
+    let refused = admin.report(pb::AgentReport::default()).await;
+    ensure!(refused.is_err(), "an admin reported as an agent: {refused:?}");
+
+    // The stream closes: offline again, seen from node 1.
+    drop(stream);
+    drop(ct_client);
+    let node1 = cluster.node_client(1)?;
+    eventually("the CT offline", Duration::from_secs(10), || async {
+        let a = node1.show_agent(&ct.id, 0).await?.agent.context("no agent")?;
+        ensure!(!a.online && a.node == 2, "still online: {a:?}");
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_of_a_dead_node_show_offline() -> Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    let admin = cluster.client()?;
+    let token = admin.create_token(Default::default(), Duration::from_secs(600), 1).await?.token;
+    let ws = LabAgent::enroll_at(&cluster, &cluster.addr(1), &token, "ws-1", "198.18.30.5").await?;
+    let client = ws.client_at(&cluster, 3)?;
+    let _stream = client.stream_desired_state(0).await?;
+    let node1 = cluster.node_client(1)?;
+    eventually("the workstation online at node 3", Duration::from_secs(10), || async {
+        let a = node1.show_agent(&ws.id, 0).await?.agent.context("no agent")?;
+        ensure!(a.online && a.node == 3, "{a:?}");
+        Ok(())
+    })
+    .await?;
+    // Node 3 dies without a word: its beat ages out, and its agents are offline within 30 s.
+    cluster.kill(3)?;
+    let started = std::time::Instant::now();
+    eventually("the workstation offline", Duration::from_secs(30), || async {
+        let a = node1.show_agent(&ws.id, 0).await?.agent.context("no agent")?;
+        ensure!(!a.online, "{a:?}");
+        Ok(())
+    })
+    .await?;
+    eprintln!("offline {:.1} s after its node died", started.elapsed().as_secs_f32());
+    Ok(())
+}
