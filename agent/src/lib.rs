@@ -1,4 +1,10 @@
-//! The Bulwark host agent: enforcers (firewall, password policy, wireless) and monitors
-//! (new users, logins) that keep a workstation or modality host in its declared state.
+//! The Bulwark host agent: syncs its desired state from the controllers over mutual TLS,
+//! keeps the last one on disk and enforces it (firewall, and later password policy and
+//! wireless), repairs drift, and reports status and events back.
 
+pub mod cache;
+pub mod enforce;
+pub mod enroll;
 pub mod host;
+pub mod identity;
+pub mod sync;

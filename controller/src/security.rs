@@ -255,6 +255,7 @@ pub async fn enroll(
     token: &str,
     csr_pem: &str,
     facts: HostFacts,
+    expected_labels: &BTreeMap<String, String>,
     reenroll_id: Option<&str>,
 ) -> Result<Enrolled, NodeError> {
     let refused = |r: TokenRefusal| NodeError::Unauthenticated(r.to_string());
@@ -282,6 +283,13 @@ pub async fn enroll(
             return Err(refused(TokenRefusal::Unknown));
         }
         record.check(unix_now()).map_err(refused)?;
+        if let Some((k, v)) = expected_labels.iter().find(|(k, v)| record.labels.get(*k) != Some(v))
+        {
+            let given = record.labels.get(k).map_or("no such label".into(), |g| format!("{k}={g}"));
+            return Err(NodeError::Invalid(format!(
+                "the host expects label {k}={v} but this token gives {given}; is it the right token?"
+            )));
+        }
         record.uses_left -= 1;
         let agent = AgentRecord {
             id: agent_id.clone(),

@@ -83,9 +83,17 @@ impl TlsMaterial {
         .allow_unauthenticated()
         .build()
         .map_err(|e| format!("client verifier: {e}"))?;
-        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+        let mut chain = CertificateDer::pem_slice_iter(&self.cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("certificate: {e}"))?;
+        // The CA goes along, so an agent that pins the CA's fingerprint (instead of having
+        // the CA file) can find and check it before it sends its bootstrap token.
+        for ca in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let ca = ca.map_err(|e| format!("CA certificate: {e}"))?;
+            if !chain.contains(&ca) {
+                chain.push(ca);
+            }
+        }
         let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
             .map_err(|e| format!("private key: {e}"))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -114,6 +114,7 @@ pub fn pki(cmd: &PkiCmd) -> Result<(), CtlError> {
             write_pem(&ca_cert, ca.cert_pem(), false, *force).map_err(pki_err)?;
             write_pem(&out.join("ca-key.pem"), ca.key_pem(), true, *force).map_err(pki_err)?;
             println!("CA            {}", ca_cert.display());
+            println!("CA SHA-256    {}", ca.fingerprint().map_err(pki_err)?);
             for i in 0..count {
                 let id = i as u64 + 1;
                 let names: Vec<String> = controller_names.get(i).cloned().into_iter().collect();

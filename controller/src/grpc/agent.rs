@@ -103,8 +103,10 @@ impl AgentService for AgentApi {
             mac: facts.mac,
         };
         let reenroll = (!r.agent_id.is_empty()).then_some(r.agent_id.as_str());
+        let expected = r.labels.into_iter().collect();
         let enrolled =
-            security::enroll(&self.node, issuing, &r.token, &r.csr_pem, facts, reenroll).await?;
+            security::enroll(&self.node, issuing, &r.token, &r.csr_pem, facts, &expected, reenroll)
+                .await?;
         Ok(Response::new(pb::EnrollReply {
             agent_id: enrolled.agent.id,
             cert_pem: enrolled.cert_pem,

@@ -140,6 +140,14 @@ impl Ca {
         &self.cert_pem
     }
 
+    /// SHA-256 of the CA certificate (DER), hex: what `bulwark-agent enroll
+    /// --ca-fingerprint` pins.
+    pub fn fingerprint(&self) -> Result<String, PkiError> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes())
+            .map_err(|e| PkiError::Invalid(format!("CA certificate: {e}")))?;
+        Ok(hex::encode(ring::digest::digest(&ring::digest::SHA256, &pem.contents)))
+    }
+
     /// The CA key as PEM, to write it once at `pki init`.
     pub fn key_pem(&self) -> &str {
         &self.key_pem

@@ -1,0 +1,153 @@
+//! The agent's local store (sled in the state dir): the last desired state received
+//! (last-known-good, persisted before it is applied), the last one the firewall confirmed
+//! (the commit-confirmed rollback target), and the event spool that holds events until a
+//! controller has committed them.
+
+use std::path::Path;
+
+use bulwark_proto::v1 as pb;
+use prost::Message;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("agent cache {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("agent cache: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("agent cache holds a corrupt {what}: {source}")]
+    Corrupt { what: &'static str, source: prost::DecodeError },
+}
+
+const DESIRED: &[u8] = b"desired";
+const CONFIRMED_FIREWALL: &[u8] = b"confirmed-firewall";
+
+#[derive(Clone)]
+pub struct Cache {
+    db: sled::Db,
+    state: sled::Tree,
+    spool: sled::Tree,
+}
+
+impl Cache {
+    /// Opens (or creates) the cache under `dir`. Fails if another agent holds it.
+    pub fn open(dir: &Path) -> Result<Self, CacheError> {
+        let path = dir.join("cache");
+        let db = sled::Config::new()
+            .path(&path)
+            // The agent keeps a few small values; a large page cache only costs memory.
+            .cache_capacity(1 << 20)
+            .open()
+            .map_err(|source| CacheError::Open { path: path.display().to_string(), source })?;
+        Ok(Self { state: db.open_tree("state")?, spool: db.open_tree("spool")?, db })
+    }
+
+    fn get<M: Message + Default>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<M>, CacheError> {
+        match self.state.get(key)? {
+            Some(bytes) => {
+                Ok(Some(M::decode(&*bytes).map_err(|source| CacheError::Corrupt { what, source })?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The newest desired state received from a controller.
+    pub fn desired(&self) -> Result<Option<pb::DesiredState>, CacheError> {
+        self.get(DESIRED, "desired state")
+    }
+
+    /// Stores `state` durably (flushed) before the caller applies it.
+    pub async fn set_desired(&self, state: &pb::DesiredState) -> Result<(), CacheError> {
+        self.state.insert(DESIRED, state.encode_to_vec())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The newest desired state whose firewall was confirmed (a controller was reached after
+    /// it was applied): what a commit-confirmed rollback restores.
+    pub fn confirmed_firewall(&self) -> Result<Option<pb::DesiredState>, CacheError> {
+        self.get(CONFIRMED_FIREWALL, "confirmed firewall state")
+    }
+
+    pub async fn set_confirmed_firewall(&self, state: &pb::DesiredState) -> Result<(), CacheError> {
+        self.state.insert(CONFIRMED_FIREWALL, state.encode_to_vec())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Spools `event` durably; its id must be unique for this agent.
+    pub async fn spool(&self, event: &pb::AgentEvent) -> Result<(), CacheError> {
+        self.spool.insert(event.id.as_bytes(), event.encode_to_vec())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The oldest `max` spooled events.
+    pub fn spooled(&self, max: usize) -> Result<Vec<pb::AgentEvent>, CacheError> {
+        self.spool
+            .iter()
+            .values()
+            .take(max)
+            .map(|v| {
+                pb::AgentEvent::decode(&*v?)
+                    .map_err(|source| CacheError::Corrupt { what: "spooled event", source })
+            })
+            .collect()
+    }
+
+    /// Drops events a controller acknowledged.
+    pub async fn unspool(&self, ids: &[String]) -> Result<(), CacheError> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(id.as_bytes());
+        }
+        self.spool.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn spool_len(&self) -> usize {
+        self.spool.len()
+    }
+
+    /// A new event id: time-ordered, unique across restarts of this agent.
+    pub fn event_id(&self) -> Result<String, CacheError> {
+        let seq = self.db.generate_id()?;
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Ok(format!("{ms:013}-{seq:08}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn desired_state_and_spool_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = pb::DesiredState { revision: 7, agent_id: "a-1".into(), ..Default::default() };
+        {
+            let cache = Cache::open(dir.path()).unwrap();
+            assert!(cache.desired().unwrap().is_none());
+            cache.set_desired(&state).await.unwrap();
+            for _ in 0..3 {
+                let id = cache.event_id().unwrap();
+                cache.spool(&pb::AgentEvent { id, ..Default::default() }).await.unwrap();
+            }
+        }
+        let cache = Cache::open(dir.path()).unwrap();
+        assert_eq!(cache.desired().unwrap(), Some(state));
+        let events = cache.spooled(10).unwrap();
+        assert_eq!(events.len(), 3);
+        assert!(events.windows(2).all(|w| w[0].id < w[1].id), "time-ordered ids");
+        cache.unspool(&[events[0].id.clone()]).await.unwrap();
+        assert_eq!(cache.spool_len(), 2);
+        // A second agent on the same state dir is refused, not corrupting the first.
+        assert!(Cache::open(dir.path()).is_err());
+    }
+}
