@@ -1,0 +1,3 @@
+//! Enforcers: each keeps one part of the host in its declared state (observe, plan, apply).
+
+pub mod firewall;
