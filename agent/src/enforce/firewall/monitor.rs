@@ -23,6 +23,7 @@ pub enum MonitorEvent {
 /// A running `nft monitor`. Dropping it kills the process.
 #[derive(Debug)]
 pub struct Monitor {
+    pid: Option<u32>,
     rx: mpsc::Receiver<MonitorEvent>,
     task: JoinHandle<()>,
 }
@@ -36,6 +37,7 @@ impl Monitor {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(FirewallError::Monitor)?;
+        let pid = child.id();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         // Capacity 1 + try_send: a burst of lines (an apply of 10,000 elements prints one
@@ -67,7 +69,12 @@ impl Monitor {
             let reason = format!("{reason} ({status}) {}", err.trim()).trim().to_owned();
             let _ = tx.send(MonitorEvent::Exited { reason }).await;
         });
-        Ok(Monitor { rx, task })
+        Ok(Monitor { pid, rx, task })
+    }
+
+    /// The process id of `nft monitor` (of its wrapper, which execs it).
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
     }
 
     /// The next event; `None` after [`MonitorEvent::Exited`] was delivered.

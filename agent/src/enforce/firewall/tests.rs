@@ -469,3 +469,30 @@ async fn monitor_signals_drift_and_not_foreign_changes() {
         while next_event(&mut mon, Duration::from_millis(300)).await.is_some() {}
     }
 }
+
+#[tokio::test]
+async fn monitor_reports_its_exit_so_the_caller_can_respawn() {
+    let ns = Netns::new();
+    let mut mon = ns.firewall().monitor().unwrap();
+    let pid = mon.pid().unwrap().to_string();
+    // Only the monitor this test started, by its id.
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    match next_event(&mut mon, Duration::from_secs(5)).await {
+        Some(MonitorEvent::Exited { reason }) => assert!(reason.contains("closed"), "{reason}"),
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    assert_eq!(next_event(&mut mon, Duration::from_secs(1)).await, None);
+}
+
+#[test]
+fn wireless_interfaces_come_from_sysfs_under_the_root() {
+    let root = tempfile::tempdir().unwrap();
+    let net = root.path().join("sys/class/net");
+    for dir in ["eth0", "lo", "wlan0/wireless", "wlp2s0"] {
+        std::fs::create_dir_all(net.join(dir)).unwrap();
+    }
+    std::fs::write(net.join("wlp2s0/phy80211"), "").unwrap();
+    let host = Host::new(root.path());
+    assert_eq!(wireless_interfaces(&host).unwrap(), ["wlan0", "wlp2s0"]);
+    assert!(wireless_interfaces(&Host::new(root.path().join("nowhere"))).unwrap().is_empty());
+}
