@@ -496,3 +496,70 @@ fn wireless_interfaces_come_from_sysfs_under_the_root() {
     assert_eq!(wireless_interfaces(&host).unwrap(), ["wlan0", "wlp2s0"]);
     assert!(wireless_interfaces(&Host::new(root.path().join("nowhere"))).unwrap().is_empty());
 }
+
+/// A process this test started, killed (by its id) and reaped on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn real_traffic_follows_the_rules() {
+    // Host `ns` (198.18.0.1, firewalled) and a peer namespace (198.18.0.2) on a veth pair.
+    let ns = Netns::new();
+    let peer = Netns::new();
+    ns.sh(&["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &peer.name]);
+    ns.sh(&["ip", "addr", "add", "198.18.0.1/24", "dev", "va"]);
+    ns.sh(&["ip", "link", "set", "va", "up"]);
+    peer.sh(&["ip", "addr", "add", "198.18.0.2/24", "dev", "vb"]);
+    peer.sh(&["ip", "link", "set", "vb", "up"]);
+    let server = "import socket,threading\n\
+        def serve(p):\n    s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    \
+        s.bind(('0.0.0.0',p)); s.listen(16)\n    while True: s.accept()[0].close()\n\
+        [threading.Thread(target=serve,args=(p,)).start() for p in (8080,8081)]\n";
+    let _server = ChildGuard(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "python3", "-c", server])
+            .spawn()
+            .expect("python3 for the lab listener"),
+    );
+    let connects = |port: u16| {
+        Command::new("ip")
+            .args(["netns", "exec", &peer.name, "timeout", "1", "bash", "-c"])
+            .arg(format!("echo > /dev/tcp/198.18.0.1/{port}"))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !connects(8081) {
+        assert!(Instant::now() < deadline, "the lab listener never came up");
+    }
+
+    let mut state = FirewallState {
+        default_inbound: "deny".into(),
+        default_outbound: "allow".into(),
+        rules: vec![rule(
+            "allow",
+            "inbound",
+            &["198.18.0.2", "198.18.0.99"],
+            &[("tcp", 8080, 8080)],
+        )],
+        log_rate_per_minute: 0,
+        audit: false,
+    };
+    let ctx = FirewallContext::default();
+    let fw = ns.firewall();
+    apply_in_sync(&fw, &plan(&state, &ctx).unwrap()).await;
+    assert!(connects(8080), "allowed port refused");
+    assert!(!connects(8081), "denied port connected");
+
+    // The peer leaves the segment: a sets-only update closes the port for it.
+    state.rules[0].addresses = vec!["198.18.0.99".into()];
+    assert_eq!(apply_in_sync(&fw, &plan(&state, &ctx).unwrap()).await.kind, ApplyKind::SetsOnly);
+    assert!(!connects(8080), "port still open after the peer left the segment");
+}
