@@ -65,6 +65,7 @@ pub async fn enroll_raw_at(
             csr_pem: csr_pem.to_owned(),
             facts: Some(facts),
             agent_id: reenroll_id.to_owned(),
+            labels: Default::default(),
         })
         .await
 }

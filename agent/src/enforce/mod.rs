@@ -1,6 +1,7 @@
 //! Enforcers: each keeps one part of the host in its desired state. The contract is
 //! [`Enforcer`]; [`reconcile`] runs every enforcer in its own supervised loop.
 
+pub mod firewall;
 pub mod reconcile;
 
 use async_trait::async_trait;
