@@ -258,7 +258,7 @@ async fn bootstrap_tokens_fail_closed_and_count_uses_exactly() -> Result<()> {
                 token,
                 csr_pem: csr,
                 facts: Some(pb::HostFacts { hostname: format!("ws-{i}"), ..Default::default() }),
-                agent_id: String::new(),
+                ..Default::default()
             };
             anyhow::Ok(client.enroll(req).await)
         });
