@@ -7,4 +7,5 @@ pub mod enforce;
 pub mod enroll;
 pub mod host;
 pub mod identity;
+pub mod run;
 pub mod sync;

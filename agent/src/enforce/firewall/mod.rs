@@ -14,6 +14,7 @@
 //! Other tables (firewalld, Docker, ...) are never listed, flushed or changed. Every `nft`
 //! runs through [`Host`], so tests point it at a lab network namespace.
 
+pub mod enforcer;
 mod monitor;
 mod observe;
 mod plan;
