@@ -13,4 +13,5 @@ mod t60_policy;
 mod t61_policy_apply;
 mod t62_desired_state;
 mod t63_policy_rollback;
+mod t70_netlab;
 mod t90_demo;
