@@ -161,11 +161,28 @@ async fn a_cluster_in_the_lab_elects_writes_and_survives_a_partitioned_leader() 
     let member_addrs: Vec<&str> = status.members.iter().map(|m| m.addr.as_str()).collect();
     ensure!(member_addrs.iter().all(|a| a.starts_with("198.18.0.")), "{member_addrs:?}");
 
-    // A write through a follower's forward: the follower names the leader by its lab
-    // address and the client follows that hint.
+    // A write through a follower's forward (the follower forwards it to the leader).
     let follower = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap_or(1);
-    let reply = cluster.node_client(follower)?.put("policy", "lab/a", b"1".to_vec(), None).await?;
+    let via_follower = cluster.node_client(follower)?;
+    let reply = via_follower.put("policy", "lab/a", b"1".to_vec(), None).await?;
     ensure!(reply.revision == 1, "revision {}", reply.revision);
+    // Membership calls are leader-only: the follower answers not-leader with the leader's
+    // lab address, and the client follows that hint (from inside the leader's namespace).
+    // (Counted by this process's connections in the leader's namespace: none before.)
+    let leader_host = cluster.host(leader).ok_or_else(|| anyhow::anyhow!("no host"))?;
+    let mine = || -> Result<usize> {
+        let out = leader_host.exec("ss", &["-tnp", "state", "established"])?;
+        let me = format!("pid={},", std::process::id());
+        Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&me)).count())
+    };
+    eventually("earlier clients' connections to close", Duration::from_secs(5), || async {
+        let n = mine()?;
+        ensure!(n == 0, "{n} open");
+        Ok(())
+    })
+    .await?;
+    via_follower.promote(follower).await?;
+    ensure!(mine()? > 0, "the leader hint was not followed inside the leader's namespace");
 
     // An agent host in the lab reaches the controllers at their lab addresses, and
     // bulwarkctl runs there as an operator on that host would.
