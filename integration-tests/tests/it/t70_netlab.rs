@@ -101,7 +101,8 @@ async fn a_partition_cuts_a_host_off_until_healed() -> Result<()> {
     ensure!(matches!(got, Outcome::TimedOut | Outcome::Unreachable), "from b: {got:?}");
 
     lab.heal(&b)?;
-    eventually("b to be reachable again", Duration::from_secs(5), || {
+    let healed = Instant::now();
+    let r = eventually("b to be reachable again", Duration::from_secs(5), || {
         let (lab, a, b) = (lab.clone(), a.clone(), b.clone());
         async move {
             match lab.connect_tcp(&a, b.addr(), 22, SHORT).await? {
@@ -110,7 +111,9 @@ async fn a_partition_cuts_a_host_off_until_healed() -> Result<()> {
             }
         }
     })
-    .await
+    .await;
+    println!("reachable again {:?} after the heal", healed.elapsed());
+    r
 }
 
 /// Waits until no namespace in `names` exists any more.
