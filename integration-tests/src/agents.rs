@@ -53,6 +53,13 @@ pub async fn enroll_raw_at(
 ) -> Result<pb::EnrollReply, ClientError> {
     let ca = std::fs::read(&cluster.admin.ca).unwrap_or_default();
     let client = Client::anonymous(&ca, &[endpoint.to_owned()], Duration::ZERO)?;
+    let client = cluster.route_hints(client).map_err(|e| ClientError {
+        endpoint: "-".into(),
+        code: tonic::Code::Internal,
+        kind: None,
+        message: format!("lab: {e:#}"),
+        actual_revision: None,
+    })?;
     let facts = pb::HostFacts {
         hostname: hostname.to_owned(),
         os: "Debian GNU/Linux 12".into(),
@@ -102,16 +109,14 @@ impl LabAgent {
     /// A client presenting this agent's certificate to every node.
     pub fn client(&self, cluster: &Cluster) -> Result<Client> {
         let endpoints: Vec<String> = cluster.nodes.values().map(|n| n.addr.clone()).collect();
-        Ok(Client::new(&TlsMaterial::load(&self.files)?, &endpoints, Duration::from_secs(10))?)
+        let tls = TlsMaterial::load(&self.files)?;
+        cluster.route_hints(Client::new(&tls, &endpoints, Duration::from_secs(10))?)
     }
 
     /// A client presenting this agent's certificate to node `id` only.
     pub fn client_at(&self, cluster: &Cluster, id: u64) -> Result<Client> {
-        Ok(Client::new(
-            &TlsMaterial::load(&self.files)?,
-            &[cluster.addr(id)],
-            Duration::from_secs(5),
-        )?)
+        let tls = TlsMaterial::load(&self.files)?;
+        cluster.route_hints(Client::new(&tls, &[cluster.addr(id)], Duration::from_secs(5))?)
     }
 
     /// Renews through `client` with a CSR for the same key; installs the new certificate.

@@ -38,11 +38,14 @@ impl TestPki {
     /// A controller certificate (`spiffe://bulwark/controller/<id>`) valid for 127.0.0.1
     /// and localhost.
     pub fn controller(&self, id: u64) -> Result<TlsFiles> {
-        let issued = self.ca.issue_controller(
-            id,
-            &["localhost".into()],
-            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        )?;
+        self.controller_with_ips(id, &[])
+    }
+
+    /// A controller certificate valid for 127.0.0.1, localhost and `ips` (lab addresses).
+    pub fn controller_with_ips(&self, id: u64, ips: &[IpAddr]) -> Result<TlsFiles> {
+        let mut all = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        all.extend_from_slice(ips);
+        let issued = self.ca.issue_controller(id, &["localhost".into()], &all)?;
         let name = format!("controller-{id}");
         write_issued(&self.dir, &name, &issued, true)?;
         Ok(self.files(&name))

@@ -2,9 +2,15 @@
 //! certificates. [`Cluster`] starts, kills, stops, restarts and wipes nodes; dropping it
 //! kills every process and removes every file, also when a test panics (and then prints
 //! the tail of each node's log, to see why; `BULWARK_LAB_LOGS=1` prints them always).
+//!
+//! With [`ClusterOptions::lab`] the nodes run in a network lab instead ([`crate::netlab`]):
+//! node `id` in lab host `c<id>` (198.18.0.<id>), listening and advertised (its Raft member
+//! address) on 198.18.0.<id>:7000. The test process reaches each node through a forward on
+//! 127.0.0.1 (that is [`Cluster::addr`]), and the clients the harness hands out follow
+//! leader hints (lab addresses) through channels pinned to the lab hosts' namespaces.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,6 +21,7 @@ use bulwark_controller::tls::{TlsFiles, TlsMaterial};
 use bulwark_proto::v1 as pb;
 
 use crate::certs::TestPki;
+use crate::netlab::{Lab, LabHost};
 use crate::wait::eventually;
 
 /// Settings passed to every node.
@@ -30,6 +37,19 @@ pub struct ClusterOptions {
     pub log: &'static str,
     /// More flags for every node.
     pub extra_args: Vec<String>,
+    /// Run the nodes in this network lab instead of on 127.0.0.1.
+    pub lab: Option<Lab>,
+}
+
+/// The port every controller listens on inside its lab host.
+pub const LAB_CONTROLLER_PORT: u16 = 7000;
+
+/// The lab address of controller node `id`: 198.18.0.<id>.
+pub fn lab_controller_ip(id: u64) -> Result<Ipv4Addr> {
+    match u8::try_from(id) {
+        Ok(n @ 1..=254) => Ok(Ipv4Addr::new(198, 18, 0, n)),
+        _ => bail!("node id {id} has no lab address (1-254)"),
+    }
 }
 
 impl Default for ClusterOptions {
@@ -43,6 +63,7 @@ impl Default for ClusterOptions {
             quorum_timeout: "3s",
             log: "info,openraft=warn",
             extra_args: Vec::new(),
+            lab: None,
         }
     }
 }
@@ -52,7 +73,13 @@ pub struct NodeProc {
     pub id: u64,
     /// `--cluster-name` of this node (the lab's, unless spawned for another cluster).
     pub cluster_name: String,
+    /// The address the test process dials (in the lab: a forward on 127.0.0.1).
     pub addr: String,
+    /// The address the node listens on and is a member at (`--listen`; in the lab, its
+    /// lab address; else the same as `addr`).
+    pub member_addr: String,
+    /// The lab host the node runs in, in lab mode.
+    pub host: Option<LabHost>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub tls: TlsFiles,
@@ -148,7 +175,6 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
 /// Never the same port twice in one test process, so nodes starting side by side (whose
 /// ports are released but not yet bound again) cannot be handed the same one.
 pub fn free_port() -> Result<u16> {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     for _ in 0..100 {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,10 +186,23 @@ pub fn free_port() -> Result<u16> {
     bail!("no free port on 127.0.0.1 after 100 tries")
 }
 
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a port bound on 127.0.0.1 elsewhere (a lab forward), so `free_port` never hands
+/// it out.
+pub(crate) fn mark_port_used(port: u16) {
+    HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner()).push(port);
+}
+
 impl Cluster {
     /// Starts `n` nodes and initializes them as one cluster of `n` voters.
     pub async fn start(n: u64) -> Result<Self> {
         Self::start_with(n, ClusterOptions::default()).await
+    }
+
+    /// Starts `n` nodes inside `lab` (hosts `c1`..`cn`) as one cluster of `n` voters.
+    pub async fn start_in_lab(lab: &Lab, n: u64) -> Result<Self> {
+        Self::start_with(n, ClusterOptions { lab: Some(lab.clone()), ..Default::default() }).await
     }
 
     pub async fn start_with(n: u64, options: ClusterOptions) -> Result<Self> {
@@ -201,28 +240,47 @@ impl Cluster {
         if self.nodes.contains_key(&id) {
             bail!("node {id} already exists in this lab");
         }
+        let (addr, member_addr, host, tls) = match &self.options.lab {
+            None => {
+                let addr = format!("127.0.0.1:{}", free_port()?);
+                (addr.clone(), addr, None, self.pki.controller(id)?)
+            }
+            Some(lab) => {
+                let host = lab.host(&format!("c{id}"), lab_controller_ip(id)?)?;
+                let member = SocketAddr::new(host.addr(), LAB_CONTROLLER_PORT);
+                let forward = lab.forward(&host, member)?;
+                let tls = self.pki.controller_with_ips(id, &[host.addr()])?;
+                (forward.to_string(), member.to_string(), Some(host), tls)
+            }
+        };
         let node = NodeProc {
             id,
             cluster_name: cluster_name.to_owned(),
-            addr: format!("127.0.0.1:{}", free_port()?),
+            addr,
+            member_addr,
+            host,
             data_dir: self.dir.path().join(format!("node-{id}")),
             log: self.dir.path().join(format!("node-{id}.log")),
-            tls: self.pki.controller(id)?,
+            tls,
             child: None,
         };
         self.nodes.insert(id, node);
         self.restart(id)
     }
 
-    /// The command line that starts node `id`, for tests that run it themselves.
+    /// The command line that starts node `id`, for tests that run it themselves (in the
+    /// lab: `ip netns exec <its host> bulwark-controller ...`).
     pub fn command(&self, id: u64) -> Result<Command> {
         let node = self.node(id)?;
         let o = &self.options;
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &node.host {
+            Some(host) => host.command(&self.bin),
+            None => Command::new(&self.bin),
+        };
         cmd.arg("--node-id")
             .arg(id.to_string())
             .arg("--listen")
-            .arg(&node.addr)
+            .arg(&node.member_addr)
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--cluster-name")
@@ -323,6 +381,22 @@ impl Cluster {
         self.nodes.get(&id).map(|n| n.addr.clone()).unwrap_or_default()
     }
 
+    /// The address node `id` is a member at (its lab address in the lab).
+    pub fn member_addr(&self, id: u64) -> String {
+        self.nodes.get(&id).map(|n| n.member_addr.clone()).unwrap_or_default()
+    }
+
+    /// The lab host node `id` runs in (lab mode only).
+    pub fn host(&self, id: u64) -> Option<&LabHost> {
+        self.nodes.get(&id).and_then(|n| n.host.as_ref())
+    }
+
+    /// Every node's member address, by id: what agents and `bulwarkctl` inside the lab
+    /// connect to (the same as `addr` on 127.0.0.1).
+    pub fn controller_urls(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.member_addr.clone()).collect()
+    }
+
     pub fn tls(&self) -> Result<TlsMaterial> {
         Ok(TlsMaterial::load(&self.admin)?)
     }
@@ -330,20 +404,44 @@ impl Cluster {
     /// A client for every node of the lab, retrying for up to 10 s.
     pub fn client(&self) -> Result<Client> {
         let endpoints: Vec<String> = self.nodes.values().map(|n| n.addr.clone()).collect();
-        Ok(Client::new(&self.tls()?, &endpoints, Duration::from_secs(10))?)
+        self.route_hints(Client::new(&self.tls()?, &endpoints, Duration::from_secs(10))?)
     }
 
     /// A client that only ever talks to node `id`.
     pub fn node_client(&self, id: u64) -> Result<Client> {
-        Ok(Client::new(&self.tls()?, &[self.addr(id)], Duration::from_secs(10))?)
+        self.route_hints(Client::new(&self.tls()?, &[self.addr(id)], Duration::from_secs(10))?)
+    }
+
+    /// In the lab, lets `client` follow leader hints: a node names the leader by its member
+    /// address (198.18.0.x:7000), which the test process cannot dial from its own
+    /// namespace. So for each node, the client's channel to that address is created on the
+    /// node's lab-host thread: tonic spawns a channel's worker, which makes its connections,
+    /// on the runtime current when the channel is created, so its sockets are made inside
+    /// the host's namespace (where that address is local, partitioned or not). Outside the
+    /// lab it returns `client` as it is.
+    pub fn route_hints(&self, client: Client) -> Result<Client> {
+        for node in self.nodes.values() {
+            let Some(host) = &node.host else { continue };
+            let pinned = client.pinned(&node.member_addr).with_retry_for(Duration::ZERO);
+            host.block_in(move || {
+                // One poll creates and caches the channel (its worker now runs on this
+                // thread's runtime); the status call itself is not needed.
+                let call = std::pin::pin!(pinned.status());
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let _ = std::future::Future::poll(call, &mut cx);
+            })?;
+        }
+        Ok(client)
     }
 
     /// Initializes the cluster on the first of `voters` with all of them as voters, and
     /// waits for a leader.
     pub async fn init(&self, voters: &[u64]) -> Result<u64> {
         let first = *voters.first().context("no voters")?;
-        let members: Vec<pb::Member> =
-            voters.iter().map(|&id| pb::Member { id, addr: self.addr(id), voter: true }).collect();
+        let members: Vec<pb::Member> = voters
+            .iter()
+            .map(|&id| pb::Member { id, addr: self.member_addr(id), voter: true })
+            .collect();
         // The nodes may still be starting: init retries while they are unreachable.
         let client = self.node_client(first)?;
         eventually("cluster init", Duration::from_secs(20), || {
