@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::cache::{Cache, CacheError};
-use crate::enforce::firewall::enforcer::FirewallEnforcer;
+use crate::enforce::firewall::enforcer::{ControllerAccess, FirewallEnforcer};
 use crate::enforce::reconcile::now_ms;
 use crate::enforce::{Enforcer, Reconciler, StatusBoard};
 use crate::enroll::host_facts;
@@ -118,11 +118,16 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let (stop_tx, stop_rx) = watch::channel(false);
     let controllers = controller_addrs(&info.controllers).await?;
 
+    let access = ControllerAccess {
+        state: state.clone(),
+        urls: info.controllers.clone(),
+        addrs: controllers,
+    };
     let enforcers: Vec<Arc<dyn Enforcer>> = vec![Arc::new(FirewallEnforcer::new(
         host.clone(),
         cache.clone(),
         link.clone(),
-        controllers,
+        access,
         opts.confirm_within,
         opts.dry_run,
     ))];

@@ -53,23 +53,6 @@ impl Link {
         self.channel.borrow().as_ref().map(|(u, _)| u.clone())
     }
 
-    /// Returns once a controller answers a health check on the current connection (or a
-    /// new one): proof that the host's ruleset still lets the agent reach its controllers.
-    /// Callers bound it with a timeout.
-    pub async fn probe(&self) {
-        loop {
-            let (_, channel) = self.connected().await;
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            let check =
-                health.check(tonic_health::pb::HealthCheckRequest { service: String::new() });
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), check).await {
-                self.contact();
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
     /// Waits for a connection to a controller.
     async fn connected(&self) -> (String, Channel) {
         let mut rx = self.channel.subscribe();
@@ -81,6 +64,25 @@ impl Link {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// Returns once some controller answers a health check on a *new* connection: proof that
+/// the host's current ruleset lets the agent reach its controllers afresh (established
+/// connections would pass any ruleset). Callers bound it with a timeout.
+pub async fn reach_any(state: &StateDir, controllers: &[String], link: &Link) {
+    loop {
+        for url in controllers {
+            let Ok(channel) = connect(state, url).await else { continue };
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let check =
+                health.check(tonic_health::pb::HealthCheckRequest { service: String::new() });
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), check).await {
+                link.contact();
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

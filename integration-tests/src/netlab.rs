@@ -42,6 +42,8 @@ pub enum Outcome {
     TimedOut,
     /// The network said the host does not answer (ARP failed: it is cut off or absent).
     Unreachable,
+    /// The sender's own firewall refused the SYN (`connect` failed with EPERM).
+    Blocked,
 }
 
 /// What a UDP datagram sent to an echo server met.
@@ -188,6 +190,7 @@ impl Lab {
                 Ok(Err(e)) => match e.kind() {
                     std::io::ErrorKind::ConnectionRefused => Ok(Outcome::Refused),
                     std::io::ErrorKind::HostUnreachable => Ok(Outcome::Unreachable),
+                    std::io::ErrorKind::PermissionDenied => Ok(Outcome::Blocked),
                     _ => Err(e).with_context(|| format!("connecting to {target}")),
                 },
             }

@@ -15,4 +15,5 @@ mod t62_desired_state;
 mod t63_policy_rollback;
 mod t64_fleet_status;
 mod t70_netlab;
+mod t75_agent_firewall;
 mod t90_demo;

@@ -18,7 +18,8 @@ use super::{
 use crate::cache::Cache;
 use crate::enforce::{EnforceError, Enforcer, Finding, Pass, Trigger};
 use crate::host::Host;
-use crate::sync::Link;
+use crate::identity::StateDir;
+use crate::sync::{Link, reach_any};
 
 pub const NAME: &str = "firewall";
 
@@ -39,10 +40,21 @@ pub struct FirewallEnforcer {
     host: Host,
     cache: Cache,
     link: Link,
+    /// Where the agent's identity is, and its controllers' URLs: to reach them afresh.
+    state: StateDir,
+    urls: Vec<String>,
     controllers: Vec<SocketAddr>,
     confirm_within: Duration,
     dry_run: bool,
     memory: Mutex<Memory>,
+}
+
+/// How the firewall enforcer reaches and guards the controllers.
+pub struct ControllerAccess {
+    pub state: StateDir,
+    pub urls: Vec<String>,
+    /// Resolved from `urls`: the failsafe rules.
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl FirewallEnforcer {
@@ -50,7 +62,7 @@ impl FirewallEnforcer {
         host: Host,
         cache: Cache,
         link: Link,
-        controllers: Vec<SocketAddr>,
+        access: ControllerAccess,
         confirm_within: Duration,
         dry_run: bool,
     ) -> Self {
@@ -59,7 +71,9 @@ impl FirewallEnforcer {
             host,
             cache,
             link,
-            controllers,
+            state: access.state,
+            urls: access.urls,
+            controllers: access.addrs,
             confirm_within,
             dry_run,
             memory: Mutex::default(),
@@ -116,9 +130,11 @@ impl FirewallEnforcer {
         Ok(pass)
     }
 
-    /// True when a controller answers within the deadline, through the new ruleset.
+    /// True when a controller answers a new connection within the deadline, through the
+    /// new ruleset.
     async fn confirmed(&self) -> bool {
-        tokio::time::timeout(self.confirm_within, self.link.probe()).await.is_ok()
+        let reach = reach_any(&self.state, &self.urls, &self.link);
+        tokio::time::timeout(self.confirm_within, reach).await.is_ok()
     }
 }
 
