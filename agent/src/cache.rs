@@ -140,7 +140,16 @@ mod tests {
                 cache.spool(&pb::AgentEvent { id, ..Default::default() }).await.unwrap();
             }
         }
-        let cache = Cache::open(dir.path()).unwrap();
+        // sled releases its file lock when its flusher thread lets go of the dropped db.
+        let mut reopened = Cache::open(dir.path());
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            reopened = Cache::open(dir.path());
+        }
+        let cache = reopened.unwrap();
         assert_eq!(cache.desired().unwrap(), Some(state));
         let events = cache.spooled(10).unwrap();
         assert_eq!(events.len(), 3);
