@@ -1,19 +1,25 @@
 //! `bulwark-demo`: the whole system on its embedded defaults, on this machine only.
 //!
-//! Generates a cluster CA, starts three controllers on 127.0.0.1 with data in a temp dir,
-//! forms a Raft cluster, writes records, kills the leader and shows the cluster carry on,
-//! applies the radiology policy pack, enrolls a CT scanner and PACS servers (lab agents:
-//! the real enrollment, no host enforcement yet), shows the scanner's resolved desired
-//! state follow a new PACS server, then stays up with the exact commands to explore it
-//! until Ctrl-C, and removes everything on the way out.
+//! Generates a cluster CA, starts three controllers (as root: each in a lab network
+//! namespace on 198.18.0.0/16; else on 127.0.0.1) with data in a temp dir, forms a Raft
+//! cluster, writes records, kills the leader and shows the cluster carry on, applies the
+//! radiology policy pack, then starts real agents for a CT scanner, a PACS, a reading
+//! workstation and a print server, each in its own namespace with its own host root: the
+//! fleet table, real traffic allowed and dropped, drift repaired, a new PACS reachable with
+//! no admin action. Without root, one agent runs with `--dry-run` and prints the ruleset it
+//! would apply. It stays up with the exact commands to explore until Ctrl-C, and removes
+//! every namespace and file on the way out.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bulwark_controller::client::ReadMode;
 use bulwark_controller::ctl::print_status;
-use bulwark_integration_tests::agents::LabAgent;
+use std::net::Ipv4Addr;
+
+use bulwark_integration_tests::agentproc::AgentProc;
 use bulwark_integration_tests::cluster::bin_dir;
+use bulwark_integration_tests::netlab::{Lab, Outcome};
 use bulwark_integration_tests::{Cluster, ClusterOptions, eventually};
 use bulwark_proto::v1 as pb;
 use clap::Parser;
@@ -31,59 +37,31 @@ fn step(text: &str) {
     println!("\n==> {text}");
 }
 
-fn describe(rule: &pb::FirewallRule) -> String {
-    let peers = match (rule.any_peer, rule.addresses.is_empty()) {
-        (true, _) => "anywhere".to_owned(),
-        (false, true) => "nobody yet (no host in the segment)".to_owned(),
-        (false, false) => rule.addresses.join(","),
-    };
-    let prep = if rule.direction == "inbound" { "from" } else { "to" };
-    let ports: Vec<String> =
-        rule.ports.iter().map(|p| format!("{}/{}", p.protocol, p.first)).collect();
-    let ports = if ports.is_empty() { "any port".to_owned() } else { ports.join(",") };
-    format!("{} {} {prep} {peers} on {ports} (policy {})", rule.action, rule.direction, rule.policy)
-}
-
-fn print_desired(state: &pb::DesiredState) {
-    println!("    revision {}, policies {}", state.revision, state.policies.join(" > "));
-    if let Some(fw) = &state.firewall {
-        println!(
-            "    firewall: inbound {} by default, outbound {} by default",
-            fw.default_inbound, fw.default_outbound
-        );
-        for rule in &fw.rules {
-            println!("      {}", describe(rule));
-        }
-    }
-    if let Some(w) = &state.wireless {
-        println!(
-            "    wireless: {}",
-            if w.radios_off { "radios off" } else { "allow-listed SSIDs only" }
-        );
-    }
-    if let Some(p) = &state.passwords {
-        println!(
-            "    passwords: {} profile, lock after {} failures for {} s",
-            p.profile,
-            p.lockout_attempts.unwrap_or_default(),
-            p.unlock_time_seconds.unwrap_or_default()
-        );
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let options = ClusterOptions { log: "warn", ..Default::default() };
+    let lab = if is_root() {
+        match Lab::new() {
+            Ok(lab) => Some(lab),
+            Err(e) => {
+                println!("(no network lab: {e:#}; running without host enforcement)");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let options = ClusterOptions { log: "warn", lab: lab.clone(), ..Default::default() };
 
     step("Generating a cluster CA, controller and admin certificates (ECDSA P-256)");
     let mut cluster = Cluster::empty(options)?;
     println!("    in {}", cluster.dir().display());
 
-    step("Starting three controllers on 127.0.0.1 and forming a Raft cluster");
+    let place = if lab.is_some() { "in lab namespaces c1-c3" } else { "on 127.0.0.1" };
+    step(&format!("Starting three controllers {place} and forming a Raft cluster"));
     for id in 1..=3 {
         cluster.spawn(id)?;
-        println!("    node {id} listening on {}", cluster.addr(id));
+        println!("    node {id} listening on {}", cluster.member_addr(id));
     }
     let leader = cluster.init(&[1, 2, 3]).await?;
     println!("    node {leader} was elected leader");
@@ -147,36 +125,133 @@ async fn main() -> Result<()> {
     let applied = client.apply_policies(pack, false).await?;
     println!("    {} documents stored at revision {}", applied.changes.len(), applied.revision);
 
-    step("Enrolling a CT scanner and a PACS server with bootstrap tokens (keys stay on the host)");
     let labels = |role: &str| [("role".to_owned(), role.to_owned())].into_iter().collect();
     let ttl = Duration::from_secs(3600);
-    let modality_token = client.create_token(labels("modality"), ttl, 1).await?.token;
-    let pacs_token = client.create_token(labels("pacs"), ttl, 2).await?.token;
-    let ct = LabAgent::enroll_at(
-        &cluster,
-        &cluster.addr(1),
-        &modality_token,
-        "ct-scanner-1",
-        "198.18.10.5",
-    )
-    .await?;
-    LabAgent::enroll_at(&cluster, &cluster.addr(2), &pacs_token, "pacs-1", "198.18.20.5").await?;
-    println!("    ct-scanner-1 is agent {} (spiffe://bulwark/agent/{})", ct.id, ct.id);
+    let mut agents = Vec::new();
+    match &lab {
+        Some(lab) => {
+            step("Starting agents in their own network namespaces (198.18.0.0/16, no route out)");
+            let hosts = [
+                ("ct-scanner-1", [198, 18, 10, 5], "modality"),
+                ("pacs-1", [198, 18, 20, 5], "pacs"),
+                ("reading-ws-1", [198, 18, 30, 5], "reading-workstation"),
+                ("print-1", [198, 18, 50, 5], "print-server"),
+            ];
+            for (name, ip, role) in hosts {
+                let host = lab.host(name, Ipv4Addr::from(ip))?;
+                let token = client.create_token(labels(role), ttl, 1).await?.token;
+                let agent = AgentProc::start(&cluster, &host, &token, &[]).await?;
+                println!(
+                    "    {name:<13} {:<13} role={role:<20} agent {} (enrolled with a token; its key never left the host)",
+                    host.addr(),
+                    agent.id
+                );
+                agents.push(agent);
+            }
+            let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+            eventually("every agent online and compliant", Duration::from_secs(60), || async {
+                let listed = client.list_agents().await?.agents;
+                for id in &ids {
+                    let a = listed.iter().find(|a| &a.id == id).context("not listed")?;
+                    let compliant = a.enforcers.iter().any(|e| {
+                        e.enforcer == "firewall" && e.state == pb::EnforcerState::Compliant as i32
+                    });
+                    anyhow::ensure!(
+                        a.online && a.applied_revision == a.desired_revision && compliant
+                    );
+                }
+                Ok(())
+            })
+            .await?;
 
-    step("The CT scanner's desired state, resolved by node 3 from its own copy of the data");
-    let ct_client = ct.client_at(&cluster, 3)?;
-    let mut stream = ct_client.stream_desired_state(0).await?;
-    let state = stream.message().await?.context("no desired state")?;
-    print_desired(&state);
+            step("The fleet: every agent online, on its desired revision, compliant");
+            ctl(&cluster, &["agents", "list"])?;
 
-    step("A second PACS server enrolls: the scanner's firewall follows, no admin action");
-    LabAgent::enroll_at(&cluster, &cluster.addr(1), &pacs_token, "pacs-2", "198.18.20.6").await?;
-    let state = tokio::time::timeout(Duration::from_secs(10), stream.message())
-        .await
-        .context("no update within 10 s")??
-        .context("stream ended")?;
-    if let Some(rule) = state.firewall.iter().flat_map(|f| &f.rules).next() {
-        println!("    revision {}: {}", state.revision, describe(rule));
+            step("The CT scanner's ruleset, as nft shows it in its namespace (table inet bulwark)");
+            let ct = &agents[0];
+            let ruleset = ct.nft(&["list", "chain", "inet", "bulwark", "output"])?;
+            for line in ruleset.lines().filter(|l| l.contains("comment")) {
+                println!("    {}", line.trim());
+            }
+
+            step("Segmentation on real traffic");
+            let (ct_host, pacs_host, ws_host) =
+                (agents[0].host.clone(), agents[1].host.clone(), agents[2].host.clone());
+            let print_host = agents[3].host.clone();
+            let _dicom = pacs_host.listen_tcp(104)?;
+            let _ssh = ct_host.listen_tcp(22)?;
+            let _ipp = print_host.listen_tcp(631)?;
+            let _jetdirect = pacs_host.listen_tcp(9100)?;
+            let short = Duration::from_millis(700);
+            let dicom = lab.connect_tcp(&ct_host, pacs_host.addr(), 104, short).await?;
+            println!(
+                "    ct-scanner-1 -> pacs-1:104 (DICOM)        {dicom:?}  (allowed: modalities reach PACS)"
+            );
+            let ssh = lab.connect_tcp(&ws_host, ct_host.addr(), 22, short).await?;
+            println!(
+                "    reading-ws-1 -> ct-scanner-1:22 (SSH)     {ssh:?}  (dropped: SSH only from jump hosts)"
+            );
+            let ipp = lab.connect_tcp(&ws_host, print_host.addr(), 631, short).await?;
+            println!(
+                "    reading-ws-1 -> print-1:631 (IPP)         {ipp:?}  (allowed: printing goes to print servers)"
+            );
+            let print = lab.connect_tcp(&ct_host, pacs_host.addr(), 9100, short).await?;
+            println!(
+                "    ct-scanner-1 -> pacs-1:9100 (JetDirect)   {print:?}  (dropped on the way out: print ports only to print servers)"
+            );
+
+            step("Drift: someone runs `nft flush table inet bulwark` on the scanner");
+            let rules = ct.bulwark_rules();
+            let started = Instant::now();
+            ct.nft(&["flush", "table", "inet", "bulwark"])?;
+            eventually("the table repaired", Duration::from_secs(10), || async {
+                anyhow::ensure!(ct.bulwark_rules() == rules);
+                Ok(())
+            })
+            .await?;
+            println!(
+                "    repaired in {} ms (nft monitor event -> observe -> one atomic re-apply)",
+                started.elapsed().as_millis()
+            );
+            eventually("the drift event", Duration::from_secs(10), || async {
+                let shown = client.show_agent(&ct.id, 5).await?;
+                anyhow::ensure!(shown.events.iter().any(|e| e.kind == "drift-repaired"));
+                Ok(())
+            })
+            .await?;
+            ctl(&cluster, &["agents", "show", &ct.id, "--events", "3"])?;
+
+            step("A second PACS server enrolls: the scanner's firewall follows, no admin action");
+            let pacs2 = lab.host("pacs-2", Ipv4Addr::new(198, 18, 20, 6))?;
+            let _dicom2 = pacs2.listen_tcp(104)?;
+            let token = client.create_token(labels("pacs"), ttl, 1).await?.token;
+            agents.push(AgentProc::start(&cluster, &pacs2, &token, &[]).await?);
+            let started = Instant::now();
+            eventually("the scanner reaches pacs-2", Duration::from_secs(30), || async {
+                let o = lab.connect_tcp(&ct_host, pacs2.addr(), 104, short).await?;
+                anyhow::ensure!(o == Outcome::Accepted, "{o:?}");
+                Ok(())
+            })
+            .await?;
+            println!(
+                "    ct-scanner-1 -> pacs-2:104 Accepted {} ms after pacs-2 started enrolling",
+                started.elapsed().as_millis()
+            );
+        }
+        None => {
+            step("Not root: no network namespaces, so one agent runs with --dry-run on this host");
+            let token = client.create_token(labels("modality"), ttl, 1).await?.token;
+            let dry = DryRunAgent::start(&cluster, &token)?;
+            eventually("the dry-run plan", Duration::from_secs(30), || async {
+                anyhow::ensure!(dry.output().contains("table inet bulwark"), "no plan yet");
+                Ok(())
+            })
+            .await?;
+            println!("    the ruleset a modality would get (nothing was changed):");
+            for line in dry.output().lines().skip_while(|l| !l.contains("would apply")) {
+                println!("    {line}");
+            }
+        }
     }
 
     step("Every mutating admin call is in the audit log");
@@ -187,6 +262,7 @@ async fn main() -> Result<()> {
 
     let endpoints = [1, 2, 3].map(|id| cluster.addr(id)).join(",");
     let ctl = bin_dir()?.join("bulwarkctl");
+    let _keep = &agents;
     step("The cluster is yours to explore. In another shell:");
     println!("    export BULWARK_ENDPOINTS={endpoints}");
     println!("    export BULWARK_TLS_CA={}", cluster.admin.ca.display());
@@ -196,7 +272,7 @@ async fn main() -> Result<()> {
     println!("    {} record list policy", ctl.display());
     println!("    {} record watch policy --after {revision}", ctl.display());
     println!("    {} policy list", ctl.display());
-    println!("    {} agent list", ctl.display());
+    println!("    {} agents list", ctl.display());
     println!("    {} audit --since 1h", ctl.display());
     println!("    {} bench put --clients 1,16 --duration 3s", ctl.display());
     if args.no_wait {
@@ -205,7 +281,89 @@ async fn main() -> Result<()> {
     }
     println!("\nPress Ctrl-C to stop the cluster and remove its files.");
     tokio::signal::ctrl_c().await?;
-    step("Stopping the cluster and removing its files");
+    step("Stopping the agents and the cluster, removing every namespace and file");
+    drop(agents);
     drop(cluster);
+    drop(lab);
     Ok(())
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs the real `bulwarkctl` against the cluster and prints its output, indented.
+fn ctl(cluster: &Cluster, args: &[&str]) -> Result<()> {
+    let endpoints = [1, 2, 3].map(|id| cluster.addr(id)).join(",");
+    let out = std::process::Command::new(bin_dir()?.join("bulwarkctl"))
+        .env("BULWARK_ENDPOINTS", endpoints)
+        .env("BULWARK_TLS_CA", &cluster.admin.ca)
+        .env("BULWARK_TLS_CERT", &cluster.admin.cert)
+        .env("BULWARK_TLS_KEY", &cluster.admin.key)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bulwarkctl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("    $ bulwarkctl {}", args.join(" "));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {line}");
+    }
+    Ok(())
+}
+
+/// Without root: one real agent on this host with `--dry-run` (it changes nothing and
+/// prints the ruleset it would apply).
+struct DryRunAgent {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DryRunAgent {
+    fn start(cluster: &Cluster, token: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("bulwark-demo-agent-").tempdir()?;
+        let (root, state) = (dir.path().join("root"), dir.path().join("state"));
+        std::fs::create_dir_all(root.join("etc"))?;
+        std::fs::write(root.join("etc/hostname"), "ct-scanner-1\n")?;
+        let agent = bin_dir()?.join("bulwark-agent");
+        let common = |cmd: &mut std::process::Command| {
+            cmd.arg("--state-dir").arg(&state).arg("--root").arg(&root);
+        };
+        let mut enroll = std::process::Command::new(&agent);
+        common(&mut enroll);
+        let urls = cluster.controller_urls().join(",");
+        let ca = cluster.admin.ca.display().to_string();
+        let out = enroll
+            .args(["enroll", "--controller", &urls, "--ca", &ca, "--token", token])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+        let log = dir.path().join("agent.out");
+        let mut run = std::process::Command::new(&agent);
+        common(&mut run);
+        let child = run
+            .args(["run", "--dry-run"])
+            .env("BULWARK_LOG", "warn")
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Self { child, out: log, _dir: dir })
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for DryRunAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -202,7 +202,15 @@ impl Enforcer for FirewallEnforcer {
             }
         };
         let plan = self.plan_for(&state)?;
-        let observed = self.firewall.observe().await?;
+        let observed = match self.firewall.observe().await {
+            Ok(observed) => observed,
+            // A dry run may lack the rights to read the ruleset; it still shows its plan.
+            Err(e) if self.dry_run => {
+                println!("--dry-run: cannot read the current ruleset ({e}); would apply:\n{plan}");
+                return Ok(Pass::new(revision, pb::EnforcerState::AuditNoncompliant));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let comparison = compare(&plan, &observed);
         let mut pass = Pass::new(revision, pb::EnforcerState::Compliant);
         pass.details = Self::details(&plan);
