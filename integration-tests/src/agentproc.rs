@@ -129,6 +129,13 @@ impl AgentProc {
         })
     }
 
+    /// When the agent's current certificate expires (seconds since the epoch).
+    pub fn cert_not_after(&self) -> Result<i64> {
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.state_dir.join("agent.json"))?)?;
+        info["cert_not_after"].as_i64().context("agent.json has no cert_not_after")
+    }
+
     /// The daemon's `status.json`.
     pub fn status(&self) -> Result<serde_json::Value> {
         let path = self.state_dir.join("status.json");

@@ -15,7 +15,7 @@ use bulwark_controller::policy::decode::Severity;
 use bulwark_controller::policy::{load_sources, read_paths};
 use bulwark_integration_tests::agentproc::AgentProc;
 use bulwark_integration_tests::netlab::{Lab, LabHost, Outcome};
-use bulwark_integration_tests::{Cluster, eventually};
+use bulwark_integration_tests::{Cluster, ClusterOptions, eventually};
 use bulwark_proto::v1 as pb;
 
 const SHORT: Duration = Duration::from_millis(700);
@@ -180,9 +180,15 @@ spec:
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failsafe_commit_confirmed_and_the_cached_state() -> Result<()> {
+async fn failsafe_commit_confirmed_renewal_and_the_cached_state() -> Result<()> {
     let lab = Lab::new()?;
-    let mut cluster = Cluster::start_in_lab(&lab, 3).await?;
+    // Short-lived agent certificates: the agent must renew on its own (at two thirds).
+    let options = ClusterOptions {
+        lab: Some(lab.clone()),
+        extra_args: vec!["--agent-cert-ttl".into(), "24s".into()],
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await?;
     let admin = cluster.client()?;
     admin.apply_policies(pack()?, false).await?;
     let ct_host = lab.host("ct1", Ipv4Addr::new(198, 18, 10, 5))?;
@@ -190,6 +196,7 @@ async fn failsafe_commit_confirmed_and_the_cached_state() -> Result<()> {
     let mut ct =
         AgentProc::start(&cluster, &ct_host, &token(&admin, "modality").await?, &args).await?;
     all_compliant(&admin, &[&ct.id]).await?;
+    let first_expiry = ct.cert_not_after()?;
 
     // A policy that would cut the modality off its controllers: the failsafe keeps them.
     let mut sources = pack()?;
@@ -237,6 +244,17 @@ async fn failsafe_commit_confirmed_and_the_cached_state() -> Result<()> {
         Ok(())
     })
     .await?;
+
+    // By now the certificate has been renewed (16 s into its 24 s), and the agent is
+    // still online with the new one.
+    eventually("the certificate renewed", Duration::from_secs(30), || async {
+        let now = ct.cert_not_after()?;
+        ensure!(now > first_expiry, "still the certificate expiring at {first_expiry}");
+        Ok(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    all_compliant(&admin, &[&ct.id]).await?;
 
     // Every controller down, the host rebooted (no table): the agent enforces its cache.
     ct.stop().await?;
