@@ -13,6 +13,7 @@ use std::time::Duration;
 use bulwark_proto::v1 as pb;
 use bulwark_proto::v1::agent_service_client::AgentServiceClient;
 use bulwark_proto::v1::cluster_service_client::ClusterServiceClient;
+use bulwark_proto::v1::event_service_client::EventServiceClient;
 use bulwark_proto::v1::fleet_service_client::FleetServiceClient;
 use bulwark_proto::v1::policy_service_client::PolicyServiceClient;
 use bulwark_proto::v1::security_service_client::SecurityServiceClient;
@@ -265,6 +266,34 @@ impl Client {
 
     fn fleet(channel: Channel) -> FleetServiceClient<Channel> {
         FleetServiceClient::new(channel)
+    }
+
+    fn events(channel: Channel) -> EventServiceClient<Channel> {
+        EventServiceClient::new(channel)
+    }
+
+    /// Stored agent events matching `req`, oldest first (one page; see `next`).
+    pub async fn list_events(
+        &self,
+        req: pb::ListEventsRequest,
+    ) -> Result<pb::ListEventsReply, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::events(c).list_events(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// The stored events matching `req`, then each new one as it is committed.
+    pub async fn follow_events(
+        &self,
+        req: pb::ListEventsRequest,
+    ) -> Result<tonic::Streaming<pb::StoredEvent>, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::events(c).follow_events(req).await?.into_inner()) }
+        })
+        .await
     }
 
     fn agent(channel: Channel) -> AgentServiceClient<Channel> {

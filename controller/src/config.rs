@@ -73,6 +73,13 @@ pub struct ControllerArgs {
     /// Enrollments per minute accepted from one source address [default: 60].
     #[arg(long, value_name = "N")]
     pub enroll_rate: Option<u32>,
+    /// Agent events (drift, rollbacks, users, logins) older than this are forgotten
+    /// [default: 90d].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub event_retention: Option<Duration>,
+    /// At most this many agent events are kept; the oldest go first [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub event_max: Option<usize>,
 }
 
 /// The TOML file's keys.
@@ -99,6 +106,9 @@ struct FileConfig {
     #[serde(default, with = "humantime_serde_opt")]
     agent_cert_ttl: Option<Duration>,
     enroll_rate: Option<u32>,
+    #[serde(default, with = "humantime_serde_opt")]
+    event_retention: Option<Duration>,
+    event_max: Option<usize>,
 }
 
 mod humantime_serde_opt {
@@ -195,6 +205,16 @@ impl ControllerArgs {
                     .or(file.agent_cert_ttl)
                     .unwrap_or(crate::pki::AGENT_VALIDITY),
                 enroll_rate: self.enroll_rate.or(file.enroll_rate).unwrap_or(60),
+                event_retention: crate::fleet::Retention {
+                    max_age: self
+                        .event_retention
+                        .or(file.event_retention)
+                        .unwrap_or(crate::fleet::Retention::default().max_age),
+                    max_events: self
+                        .event_max
+                        .or(file.event_max)
+                        .unwrap_or(crate::fleet::Retention::default().max_events),
+                },
             },
         })
     }

@@ -5,7 +5,9 @@
 //! never wakes desired-state streams or watchers. Keys:
 //! - `status/<agent>`: the agent's latest [`AgentStatus`] (replaced)
 //! - `presence/<agent>/<node>`: [`Presence`], written by the node serving the agent's stream
-//! - `event/<agent>/<event id>`: an [`AgentEvent`], stored once per agent-assigned id
+//! - `event/<event id>/<agent>`: an [`AgentEvent`], stored once per agent-assigned id; ids
+//!   start with the agent's clock in milliseconds, so keys are in time order
+//! - `agent-event/<agent>/<event id>`: empty, the per-agent index of the same events
 //! - `beat/<node>`: [`Beat`], every [`BEAT_EVERY`] from each node: a node whose beat is older
 //!   than [`BEAT_EXPIRY`] is gone, and so are the streams it served.
 
@@ -161,7 +163,8 @@ pub async fn report(node: &Node, id: &str, report: Report) -> Result<Vec<String>
     ops.push(note(format!("status/{id}"), encode(&status)?, true));
     let stored: Vec<String> = report.events.iter().map(|e| e.id.clone()).collect();
     for event in &report.events {
-        ops.push(note(format!("event/{id}/{}", event.id), encode(event)?, false));
+        ops.push(note(format!("event/{}/{id}", event.id), encode(event)?, false));
+        ops.push(note(format!("agent-event/{id}/{}", event.id), Vec::new(), false));
     }
     if let Some(facts) = report.facts
         && let Some(op) = security::facts_update(&node.reader, id, facts)?
@@ -209,12 +212,146 @@ pub fn status(reader: &Reader, id: &str) -> Result<Option<AgentStatus>, NodeErro
 
 /// The newest `n` events of agent `id`, newest first.
 pub fn recent_events(reader: &Reader, id: &str, n: usize) -> Result<Vec<AgentEvent>, NodeError> {
-    reader
-        .last_notes(&format!("event/{id}/"), n)
-        .map_err(read_err)?
-        .iter()
-        .map(|(k, v)| decode(k, v))
-        .collect()
+    let mut events = Vec::new();
+    for (k, _) in reader.last_notes(&format!("agent-event/{id}/"), n).map_err(read_err)? {
+        let Some(event_id) = k.rsplit('/').next() else { continue };
+        let key = format!("event/{event_id}/{id}");
+        if let Some(bytes) = reader.note(&key).map_err(read_err)? {
+            events.push(decode(&key, &bytes)?);
+        }
+    }
+    Ok(events)
+}
+
+/// Which stored events a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub kinds: Vec<String>,
+    pub agent_id: String,
+    pub since_ms: i64,
+}
+
+/// A stored event, with the agent that reported it and its cursor.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub agent_id: String,
+    pub event: AgentEvent,
+    pub cursor: String,
+}
+
+/// Up to `limit` events matching `filter`, oldest first, after `cursor` (empty: from the
+/// oldest). Returns them and the cursor to continue from (the last one looked at).
+pub fn list_events(
+    reader: &Reader,
+    filter: &EventFilter,
+    cursor: &str,
+    limit: usize,
+) -> Result<(Vec<StoredEvent>, String), NodeError> {
+    const PAGE: usize = 1000;
+    let mut out = Vec::new();
+    let mut cursor = cursor.to_owned();
+    // Event ids begin with their time: start the scan at the first id of `since_ms`.
+    if cursor.is_empty() && filter.since_ms > 0 {
+        cursor = format!("{:013}", filter.since_ms - 1);
+    }
+    loop {
+        let page = reader.notes_after("event/", &cursor, PAGE).map_err(read_err)?;
+        let done = page.len() < PAGE;
+        for (k, v) in page {
+            let rest = k.strip_prefix("event/").unwrap_or(&k).to_owned();
+            cursor.clone_from(&rest);
+            let Some((_, agent)) = rest.rsplit_once('/') else { continue };
+            if !filter.agent_id.is_empty() && agent != filter.agent_id {
+                continue;
+            }
+            let event: AgentEvent = decode(&k, &v)?;
+            if event.at_ms < filter.since_ms
+                || (!filter.kinds.is_empty() && !filter.kinds.contains(&event.kind))
+            {
+                continue;
+            }
+            out.push(StoredEvent { agent_id: agent.to_owned(), event, cursor: rest });
+            if out.len() == limit {
+                return Ok((out, cursor));
+            }
+        }
+        if done {
+            return Ok((out, cursor));
+        }
+    }
+}
+
+/// How long and how many agent events the cluster keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_events: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { max_age: Duration::from_secs(90 * 24 * 3600), max_events: 1_000_000 }
+    }
+}
+
+/// The keys of events past `retention` at `now_ms`: older than the age, or the oldest
+/// beyond the count. Events are in time order, so it reads keys only.
+pub fn expired_events(
+    reader: &Reader,
+    retention: Retention,
+    now_ms: i64,
+) -> Result<Vec<String>, NodeError> {
+    let keys: Vec<String> = reader.note_keys("event/").map_err(read_err)?;
+    let over = keys.len().saturating_sub(retention.max_events);
+    let cutoff = format!("event/{:013}", now_ms - retention.max_age.as_millis() as i64);
+    Ok(keys
+        .into_iter()
+        .enumerate()
+        .take_while(|(i, k)| *i < over || *k < cutoff)
+        .map(|(_, k)| k)
+        .collect())
+}
+
+/// On the leader, every minute (more often for a retention under two minutes): forgets
+/// events past `retention` (the event and its index entry, 500 per Raft entry).
+pub fn spawn_retention(node: Arc<Node>, retention: Retention) {
+    let every = (retention.max_age / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let leader = node.raft.metrics().borrow().current_leader;
+            if leader != Some(node.id) {
+                continue;
+            }
+            let expired = match expired_events(&node.reader, retention, now_ms()) {
+                Ok(keys) => keys,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event retention: cannot read events");
+                    continue;
+                }
+            };
+            for chunk in expired.chunks(500) {
+                let mut ops = Vec::with_capacity(chunk.len() * 2);
+                for key in chunk {
+                    if let Some((id, agent)) =
+                        key.strip_prefix("event/").and_then(|r| r.rsplit_once('/'))
+                    {
+                        ops.push(Command::ForgetNote { key: format!("agent-event/{agent}/{id}") });
+                    }
+                    ops.push(Command::ForgetNote { key: key.clone() });
+                }
+                if let Err(e) = node.write(Command::Txn(ops).into()).await {
+                    tracing::warn!(error = %e, "event retention: cannot forget events");
+                    break;
+                }
+            }
+            if !expired.is_empty() {
+                tracing::info!(forgotten = expired.len(), "event retention");
+            }
+        }
+    });
 }
 
 /// One agent as the fleet view shows it.

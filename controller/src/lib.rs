@@ -37,8 +37,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
+    let retention = config.event_retention;
     let node = node::Node::start(config).await?;
     fleet::spawn_beats(node.clone());
+    fleet::spawn_retention(node.clone(), retention);
     let served = grpc::serve(node.clone(), listener, shutdown).await;
     node.shutdown().await;
     served.map_err(|e| match e {

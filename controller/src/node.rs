@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub agent_cert_ttl: Duration,
     /// Enrollments per minute accepted from one source address.
     pub enroll_rate: u32,
+    /// How long and how many agent events are kept.
+    pub event_retention: crate::fleet::Retention,
 }
 
 /// Why a node could not start. Each message names the problem and the flag or path.

@@ -43,6 +43,104 @@ pub enum AgentCmd {
     PermitReenroll { id: String },
 }
 
+/// `bulwarkctl events`.
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Only these kinds, comma-separated (drift-repaired, drift-detected,
+    /// commit-confirmed-rollback, apply-failed, ...).
+    #[arg(long, value_delimiter = ',')]
+    kind: Vec<String>,
+    /// Only this host (hostname, or an agent id such as agt-5f0c...).
+    #[arg(long)]
+    host: Option<String>,
+    /// Only events newer than this (e.g. 1h, 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// Keep printing new events as they are committed, until Ctrl-C.
+    #[arg(long, short)]
+    follow: bool,
+    /// At most this many (without --follow).
+    #[arg(long, default_value_t = 1000)]
+    limit: u32,
+    /// `table`, or `json`: one JSON object per line.
+    #[arg(long, short, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+fn print_event(e: &pb::StoredEvent, output: Output) {
+    let ev = e.event.clone().unwrap_or_default();
+    match output {
+        Output::Json => {
+            let line = serde_json::json!({
+                "agent_id": e.agent_id, "hostname": e.hostname, "id": ev.id, "kind": ev.kind,
+                "enforcer": ev.enforcer, "at_ms": ev.at_ms, "revision": ev.revision,
+                "summary": ev.summary, "before": ev.before, "after": ev.after,
+                "fields": ev.fields,
+            });
+            println!("{line}");
+        }
+        Output::Table => {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(ev.at_ms.max(0) as u64);
+            let host = if e.hostname.is_empty() { &e.agent_id } else { &e.hostname };
+            println!(
+                "{} {:<18} {:<26} {:<10} {}",
+                humantime::format_rfc3339_millis(at),
+                host,
+                ev.kind,
+                ev.enforcer,
+                ev.summary
+            );
+        }
+    }
+}
+
+pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CtlError> {
+    let client = cli.client()?;
+    let (agent_id, hostname) = match &args.host {
+        Some(h) if h.starts_with("agt-") => (h.clone(), String::new()),
+        Some(h) => (String::new(), h.clone()),
+        None => (String::new(), String::new()),
+    };
+    let since_ms = args.since.map_or(0, |d| now_ms() - d.as_millis() as i64);
+    let req = pb::ListEventsRequest {
+        kinds: args.kind.clone(),
+        agent_id,
+        hostname,
+        since_ms,
+        after: String::new(),
+        limit: args.limit,
+    };
+    if matches!(args.output, Output::Table) {
+        println!("{:<24} {:<18} {:<26} {:<10} SUMMARY", "TIME", "HOST", "KIND", "ENFORCER");
+    }
+    if args.follow {
+        let mut stream = client.follow_events(req).await?;
+        let ended =
+            |s: tonic::Status| CtlError::Io(format!("following events ended: {}", s.message()));
+        while let Some(e) = stream.message().await.map_err(ended)? {
+            print_event(&e, args.output);
+        }
+        return Ok(());
+    }
+    let reply = client.list_events(req).await?;
+    for e in &reply.events {
+        print_event(e, args.output);
+    }
+    if !reply.next.is_empty() {
+        eprintln!(
+            "(showing the first {}; narrow with --since, --kind or --host)",
+            reply.events.len()
+        );
+    }
+    Ok(())
+}
+
 fn state_name(state: i32) -> &'static str {
     match pb::EnforcerState::try_from(state) {
         Ok(pb::EnforcerState::Compliant) => "compliant",

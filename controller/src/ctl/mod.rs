@@ -91,6 +91,9 @@ pub enum Command {
         #[arg(long, default_value = "")]
         method: String,
     },
+    /// Events the agents reported (drift repaired or found, commit-confirmed rollbacks,
+    /// apply failures), oldest first; `--follow` keeps printing new ones.
+    Events(fleet::EventsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +250,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Agent(cmd) => fleet::agent(&cli, cmd).await,
         Command::Admin(cmd) => security::admin(&cli, cmd).await,
         Command::Audit { since, who, method } => security::audit(&cli, *since, who, method).await,
+        Command::Events(args) => fleet::events(&cli, args).await,
     }
 }
 

@@ -81,7 +81,7 @@ pub fn rule(path: &str) -> Option<Rule> {
         ("bulwark.v1.PolicyService", "ListDocuments" | "GetDocument" | "History") => {
             r(Who::Admin(Viewer), false)
         }
-        ("bulwark.v1.EventService", "ListEvents") => r(Who::Admin(Viewer), false),
+        ("bulwark.v1.EventService", "ListEvents" | "FollowEvents") => r(Who::Admin(Viewer), false),
         _ => None,
     }
 }

@@ -8,6 +8,7 @@
 pub(crate) mod agent;
 pub mod auth;
 mod cluster;
+mod event;
 mod fleet;
 mod policy;
 mod raft;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use bulwark_proto::v1::agent_service_server::AgentServiceServer;
 use bulwark_proto::v1::cluster_service_server::ClusterServiceServer;
+use bulwark_proto::v1::event_service_server::EventServiceServer;
 use bulwark_proto::v1::fleet_service_server::FleetServiceServer;
 use bulwark_proto::v1::policy_service_server::PolicyServiceServer;
 use bulwark_proto::v1::raft_service_server::RaftServiceServer;
@@ -94,6 +96,7 @@ pub async fn serve(
     health.set_serving::<ClusterServiceServer<cluster::ClusterApi>>().await;
     health.set_serving::<StoreServiceServer<store::StoreApi>>().await;
     health.set_serving::<AgentServiceServer<agent::AgentApi>>().await;
+    health.set_serving::<EventServiceServer<event::EventApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(bulwark_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -114,6 +117,7 @@ pub async fn serve(
         .add_service(StoreServiceServer::new(store::StoreApi::new(node.clone())))
         .add_service(AgentServiceServer::new(agent::AgentApi::new(node.clone())))
         .add_service(FleetServiceServer::new(fleet::FleetApi::new(node.clone())))
+        .add_service(EventServiceServer::new(event::EventApi::new(node.clone())))
         .add_service(SecurityServiceServer::new(security::SecurityApi::new(node.clone())))
         .add_service(PolicyServiceServer::new(policy::PolicyApi::new(node.clone())))
         .add_service(health_service)

@@ -55,7 +55,10 @@ impl StoreApi {
             | Command::Delete { kind, key, expect_mod_revision } => {
                 (kind.clone(), key.clone(), *expect_mod_revision)
             }
-            Command::Txn(_) | Command::Audit { .. } | Command::Note { .. } => {
+            Command::Txn(_)
+            | Command::Audit { .. }
+            | Command::Note { .. }
+            | Command::ForgetNote { .. } => {
                 return Err(Status::invalid_argument(
                     "transactions, audit entries and notes are internal",
                 ));

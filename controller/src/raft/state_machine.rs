@@ -180,6 +180,38 @@ impl Reader {
             .collect()
     }
 
+    /// Up to `limit` notes under `prefix` with keys after `prefix` + `after` (from the
+    /// first when `after` is empty), in key order, as (key without `n/`, value).
+    pub fn notes_after(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
+        let start = [NOTE_PREFIX, prefix.as_bytes(), after.as_bytes()].concat();
+        let full_prefix = [NOTE_PREFIX, prefix.as_bytes()].concat();
+        use std::ops::Bound;
+        let from = if after.is_empty() { Bound::Included(start) } else { Bound::Excluded(start) };
+        let range = self.tree.range::<Vec<u8>, _>((from, Bound::Unbounded));
+        range
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&full_prefix)))
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k[NOTE_PREFIX.len()..]).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// The keys (without `n/`) of the notes under `prefix`, in order; values are not read.
+    pub fn note_keys(&self, prefix: &str) -> Result<Vec<String>, ReadError> {
+        self.tree
+            .scan_prefix([NOTE_PREFIX, prefix.as_bytes()].concat())
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[NOTE_PREFIX.len()..]).into_owned()))
+            .collect()
+    }
+
     /// The last `n` notes under `prefix`, newest first.
     pub fn last_notes(&self, prefix: &str, n: usize) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
         self.tree
@@ -350,6 +382,10 @@ impl StateMachine {
                 self.put_note(&key, value, replace, batch)?;
                 return Ok(unchanged(self.revision));
             }
+            Command::ForgetNote { key } => {
+                self.forget_note(&key, batch);
+                return Ok(unchanged(self.revision));
+            }
             Command::Txn(ops) => ops,
             single => vec![single],
         };
@@ -395,6 +431,10 @@ impl StateMachine {
             }
             Command::Note { key, value, replace } => {
                 self.put_note(key, value.clone(), *replace, batch)?;
+                return Ok(false);
+            }
+            Command::ForgetNote { key } => {
+                self.forget_note(key, batch);
                 return Ok(false);
             }
             // Rejected by validation.
@@ -461,6 +501,12 @@ impl StateMachine {
         Ok(())
     }
 
+    fn forget_note(&self, key: &str, batch: &mut Batch) {
+        let nkey = [NOTE_PREFIX, key.as_bytes()].concat();
+        batch.ops.remove(nkey.clone());
+        batch.notes.insert(nkey);
+    }
+
     /// For a put or delete with an expectation that does not hold: the actual revision.
     fn failed_expectation(
         &self,
@@ -472,7 +518,10 @@ impl StateMachine {
             | Command::Delete { kind, key, expect_mod_revision } => {
                 (kind, key, *expect_mod_revision)
             }
-            Command::Txn(_) | Command::Audit { .. } | Command::Note { .. } => return Ok(None),
+            Command::Txn(_)
+            | Command::Audit { .. }
+            | Command::Note { .. }
+            | Command::ForgetNote { .. } => return Ok(None),
         }) else {
             return Ok(None);
         };

@@ -55,6 +55,10 @@ pub enum Command {
         value: Vec<u8>,
         replace: bool,
     },
+    /// Removes a note (retention of agent events); no revision. Absent: nothing happens.
+    ForgetNote {
+        key: String,
+    },
     /// All or nothing: every sub-command's `expect_mod_revision` is checked first; if all
     /// hold, they are applied in order (each taking its own revision), else none is.
     Txn(Vec<Command>),
@@ -83,6 +87,7 @@ impl Command {
                 (kind, key)
             }
             Command::Delete { kind, key, .. } => (kind, key),
+            Command::ForgetNote { key } => return check_name("key", key, MAX_KEY_LEN),
             Command::Audit { key, entry: value } | Command::Note { key, value, .. } => {
                 if value.len() > MAX_VALUE_LEN {
                     return Err(InvalidCommand::ValueTooLarge(value.len()));

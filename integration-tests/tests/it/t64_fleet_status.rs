@@ -88,6 +88,45 @@ async fn reports_presence_and_the_fleet_view() -> Result<()> {
         "{bad:?}"
     );
 
+    // The event log: by kind and host, paged, and followed as new events are committed.
+    let query = |kinds: &[&str], host: &str, after: &str, limit: u32| pb::ListEventsRequest {
+        kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+        hostname: host.into(),
+        after: after.into(),
+        limit,
+        ..Default::default()
+    };
+    let all = node3.list_events(query(&["drift-repaired"], "ct-1", "", 0)).await?;
+    ensure!(all.events.len() == 2 && all.next.is_empty(), "{all:?}");
+    ensure!(all.events.iter().all(|e| e.agent_id == ct.id && e.hostname == "ct-1"));
+    let first = node3.list_events(query(&[], "", "", 1)).await?;
+    ensure!(first.events.len() == 1 && !first.next.is_empty(), "{first:?}");
+    let rest = node3.list_events(query(&[], "", &first.next, 10)).await?;
+    ensure!(rest.events.len() == 1 && rest.events[0].event != first.events[0].event, "{rest:?}");
+    ensure!(node3.list_events(query(&[], "mr-1", "", 0)).await?.events.is_empty());
+    ensure!(node3.list_events(query(&["login"], "", "", 0)).await?.events.is_empty());
+    let mut follow = node3.follow_events(query(&[], "", &rest.events[0].cursor, 0)).await?;
+    let now = bulwark_controller::fleet::now_ms();
+    ct_client
+        .report(pb::AgentReport {
+            events: vec![pb::AgentEvent {
+                id: format!("{now:013}-00000001"),
+                at_ms: now,
+                kind: "commit-confirmed-rollback".into(),
+                ..drift_event("unused")
+            }],
+            ..Default::default()
+        })
+        .await?;
+    let followed = tokio::time::timeout(Duration::from_secs(10), follow.message())
+        .await
+        .context("nothing followed within 10 s")??
+        .context("follow ended")?;
+    ensure!(
+        followed.event.as_ref().is_some_and(|e| e.kind == "commit-confirmed-rollback"),
+        "{followed:?}"
+    );
+
     // An agent cannot report for another, nor an admin for an agent.
     let refused = admin.report(pb::AgentReport::default()).await;
     ensure!(refused.is_err(), "an admin reported as an agent: {refused:?}");
@@ -130,5 +169,53 @@ async fn agents_of_a_dead_node_show_offline() -> Result<()> {
     })
     .await?;
     eprintln!("offline {:.1} s after its node died", started.elapsed().as_secs_f32());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_kept_by_count_and_by_age() -> Result<()> {
+    let options = bulwark_integration_tests::ClusterOptions {
+        extra_args: ["--event-max", "3", "--event-retention", "6s"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let cluster = Cluster::start_with(3, options).await?;
+    let admin = cluster.client()?;
+    let token = admin.create_token(Default::default(), Duration::from_secs(600), 1).await?.token;
+    let ws = LabAgent::enroll_at(&cluster, &cluster.addr(1), &token, "ws-1", "198.18.30.5").await?;
+    let now = bulwark_controller::fleet::now_ms();
+    let events = (0..5)
+        .map(|i| pb::AgentEvent {
+            id: format!("{:013}-{i:08}", now + i),
+            at_ms: now + i as i64,
+            ..drift_event("unused")
+        })
+        .collect();
+    ws.client(&cluster)?.report(pb::AgentReport { events, ..Default::default() }).await?;
+    let ids = || async {
+        let reply = admin.list_events(pb::ListEventsRequest::default()).await?;
+        anyhow::Ok(
+            reply
+                .events
+                .iter()
+                .filter_map(|e| e.event.as_ref())
+                .map(|e| e.id.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    // The count cap drops the two oldest; the age limit then drops the rest.
+    eventually("3 events kept", Duration::from_secs(10), || async {
+        let kept = ids().await?;
+        ensure!(kept.len() == 3 && kept[0].ends_with("00000002"), "{kept:?}");
+        Ok(())
+    })
+    .await?;
+    eventually("all events aged out", Duration::from_secs(20), || async {
+        let kept = ids().await?;
+        ensure!(kept.is_empty(), "{kept:?}");
+        Ok(())
+    })
+    .await?;
+    let shown = admin.show_agent(&ws.id, 0).await?;
+    ensure!(shown.events.is_empty(), "the per-agent index was not pruned: {:?}", shown.events);
     Ok(())
 }
