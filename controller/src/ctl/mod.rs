@@ -1,6 +1,6 @@
 //! `bulwarkctl`: the admin command line. `main` parses [`Cli`] and calls [`run`].
 
-mod bench;
+pub mod bench;
 mod fleet;
 mod policy;
 mod rollout;

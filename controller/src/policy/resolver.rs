@@ -552,3 +552,21 @@ impl Resolver {
         let _ = rx.wait_for(|r| *r >= revision).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_documents_from_a_released_record_change_nothing() {
+        let (docs, fleet) = crate::ctl::bench::synthetic_fleet(40, 10);
+        let revs: Vec<(Document, u64)> = docs.into_iter().map(|d| (d, 2)).collect();
+        let mut core = Core::new(Sources::plain(revs.clone(), 0), fleet);
+        let before = core.resolve("agt-00001").unwrap();
+        let json = serde_json::to_vec(&revs).unwrap();
+        let back: Vec<(Document, u64)> = serde_json::from_slice(&json).unwrap();
+        let affected = core.set_sources(Sources::plain(back, 0));
+        assert_eq!(affected, Affected::default());
+        assert_eq!(core.resolve("agt-00001").unwrap(), before);
+    }
+}

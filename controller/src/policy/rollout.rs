@@ -30,11 +30,15 @@ const LAST: &str = "last";
 /// The agent event that means a canary's firewall change was rolled back.
 pub const ROLLBACK_EVENT: &str = "commit-confirmed-rollback";
 
-/// The released documents. A revision of 0 stands for the record's own mod revision
-/// (the write that released them), resolved by [`released`].
+/// Stands for the revision of the write that stores it (unknown before it is applied);
+/// [`released`] reads it as the record's mod revision.
+pub const THIS_WRITE: u64 = u64::MAX;
+
+/// The released documents. A revision of [`THIS_WRITE`] stands for the record's own mod
+/// revision (the write that released them), resolved by [`released`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Released {
-    /// The documents revision released (0: this record's write).
+    /// The documents revision released.
     pub revision: u64,
     /// Each document with the revision it was released at.
     pub documents: Vec<(Document, u64)>,
@@ -115,11 +119,11 @@ fn put<T: Serialize>(key: &str, value: &T, expect: u64) -> Result<Command, NodeE
     })
 }
 
-/// The released record with every 0 revision resolved, and its mod revision.
+/// The released record with every [`THIS_WRITE`] resolved, and its mod revision.
 pub fn released(reader: &Reader) -> Result<Option<(Released, u64)>, NodeError> {
     let Some(r) = get(reader, RELEASED)? else { return Ok(None) };
     let mut rel: Released = decode(&r)?;
-    let own = |x: u64| if x == 0 { r.mod_revision } else { x };
+    let own = |x: u64| if x == THIS_WRITE { r.mod_revision } else { x };
     rel.revision = own(rel.revision);
     rel.narrowed = own(rel.narrowed);
     for (_, rev) in &mut rel.documents {
@@ -156,17 +160,17 @@ pub fn narrows(before: &[Document], after: &[Document]) -> bool {
 }
 
 /// The released record after releasing `after` on top of `prev`: documents unchanged since
-/// `prev` keep their revision, changed ones get this write's (0).
+/// `prev` keep their revision, changed ones get this write's ([`THIS_WRITE`]).
 pub fn release(prev: &Released, after: &[Document], revision: u64) -> Released {
     let before: Vec<Document> = prev.documents.iter().map(|(d, _)| d.clone()).collect();
     let documents = after
         .iter()
         .map(|d| {
-            let kept = prev.documents.iter().find(|(p, _)| p == d).map_or(0, |(_, r)| *r);
+            let kept = prev.documents.iter().find(|(p, _)| p == d).map_or(THIS_WRITE, |(_, r)| *r);
             (d.clone(), kept)
         })
         .collect();
-    let narrowed = if narrows(&before, after) { 0 } else { prev.narrowed };
+    let narrowed = if narrows(&before, after) { THIS_WRITE } else { prev.narrowed };
     Released { revision, documents, narrowed }
 }
 
@@ -204,7 +208,9 @@ pub fn guard_write(
     }
     match existing {
         None => Ok(Vec::new()),
-        Some((rel, mod_rev)) => Ok(vec![put(RELEASED, &release(&rel, after, 0), mod_rev)?]),
+        Some((rel, mod_rev)) => {
+            Ok(vec![put(RELEASED, &release(&rel, after, THIS_WRITE), mod_rev)?])
+        }
     }
 }
 

@@ -14,4 +14,5 @@ mod t61_policy_apply;
 mod t62_desired_state;
 mod t63_policy_rollback;
 mod t64_fleet_status;
+mod t65_rollout;
 mod t90_demo;
