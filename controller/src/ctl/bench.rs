@@ -376,10 +376,9 @@ fn incremental(docs: Vec<crate::policy::Document>, fleet: Vec<crate::security::A
     // (b) One policy changes: its first rule allows one more service.
     let mut changed = docs.clone();
     if let Some(Document::Policy(p)) = changed.iter_mut().find(|d| matches!(d, Document::Policy(_)))
+        && let Some(rule) = p.firewall.as_mut().and_then(|f| f.rules.first_mut())
     {
-        if let Some(rule) = p.firewall.as_mut().and_then(|f| f.rules.first_mut()) {
-            rule.services.push("svc-9".into());
-        }
+        rule.services.push("svc-9".into());
     }
     let revs: Vec<(Document, u64)> = changed
         .iter()
