@@ -16,6 +16,7 @@ use bulwark_proto::v1::cluster_service_client::ClusterServiceClient;
 use bulwark_proto::v1::event_service_client::EventServiceClient;
 use bulwark_proto::v1::fleet_service_client::FleetServiceClient;
 use bulwark_proto::v1::policy_service_client::PolicyServiceClient;
+use bulwark_proto::v1::rollout_service_client::RolloutServiceClient;
 use bulwark_proto::v1::security_service_client::SecurityServiceClient;
 use bulwark_proto::v1::store_service_client::StoreServiceClient;
 use tokio::time::Instant;
@@ -472,9 +473,19 @@ impl Client {
         files: Vec<(String, String)>,
         dry_run: bool,
     ) -> Result<pb::ApplyReply, ClientError> {
+        self.apply_policies_with(files, dry_run, false).await
+    }
+
+    /// [`Client::apply_policies`]; `staged` stores them without releasing them to agents.
+    pub async fn apply_policies_with(
+        &self,
+        files: Vec<(String, String)>,
+        dry_run: bool,
+        staged: bool,
+    ) -> Result<pb::ApplyReply, ClientError> {
         let files: Vec<pb::SourceFile> =
             files.into_iter().map(|(name, text)| pb::SourceFile { name, text }).collect();
-        let req = pb::ApplyRequest { files, dry_run };
+        let req = pb::ApplyRequest { files, dry_run, staged };
         self.call(|c| {
             let req = req.clone();
             async move { Ok(Self::policy(c).apply(req).await?.into_inner()) }
@@ -523,8 +534,64 @@ impl Client {
         to_revision: u64,
         dry_run: bool,
     ) -> Result<pb::ApplyReply, ClientError> {
-        let req = pb::RollbackRequest { to_revision, dry_run };
+        self.policy_rollback_with(to_revision, dry_run, false).await
+    }
+
+    /// [`Client::policy_rollback`]; `staged` stores it without releasing it to agents.
+    pub async fn policy_rollback_with(
+        &self,
+        to_revision: u64,
+        dry_run: bool,
+        staged: bool,
+    ) -> Result<pb::ApplyReply, ClientError> {
+        let req = pb::RollbackRequest { to_revision, dry_run, staged };
         self.call(|c| async move { Ok(Self::policy(c).rollback(req).await?.into_inner()) }).await
+    }
+
+    fn rollout_svc(channel: Channel) -> RolloutServiceClient<Channel> {
+        RolloutServiceClient::new(channel)
+    }
+
+    /// Starts rolling out staged revision `revision` to canaries (a label selector, or a
+    /// percentage of agents when `canary_selector` is empty).
+    pub async fn rollout_start(
+        &self,
+        revision: u64,
+        canary_selector: &str,
+        percent: u32,
+        wait: Duration,
+    ) -> Result<pb::RolloutStatus, ClientError> {
+        let req = pb::RolloutStartRequest {
+            revision,
+            canary_selector: canary_selector.to_owned(),
+            percent,
+            wait_seconds: wait.as_secs(),
+        };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::rollout_svc(c).start(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// `what`: status, pause, resume or abort.
+    pub async fn rollout(&self, what: &str) -> Result<pb::RolloutStatus, ClientError> {
+        let what = what.to_owned();
+        self.call(|c| {
+            let what = what.clone();
+            async move {
+                let mut r = Self::rollout_svc(c);
+                let req = pb::RolloutStatusRequest {};
+                let reply = match what.as_str() {
+                    "pause" => r.pause(req).await?,
+                    "resume" => r.resume(req).await?,
+                    "abort" => r.abort(req).await?,
+                    _ => r.status(req).await?,
+                };
+                Ok(reply.into_inner())
+            }
+        })
+        .await
     }
 
     fn cluster(channel: Channel) -> ClusterServiceClient<Channel> {

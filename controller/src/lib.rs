@@ -41,7 +41,10 @@ pub async fn run(
     let node = node::Node::start(config).await?;
     fleet::spawn_beats(node.clone());
     fleet::spawn_retention(node.clone(), retention);
-    let served = grpc::serve(node.clone(), listener, shutdown).await;
+    policy::rollout::spawn_driver(node.clone());
+    let resolver = policy::resolver::Resolver::spawn(node.clone())
+        .map_err(|e| StartError::Raft(format!("cannot load the state to resolve from: {e}")))?;
+    let served = grpc::serve(node.clone(), resolver, listener, shutdown).await;
     node.shutdown().await;
     served.map_err(|e| match e {
         grpc::ServeError::Tls(why) => StartError::Config(format!("TLS: {why}")),

@@ -1,8 +1,9 @@
 //! `bulwarkctl`: the admin command line. `main` parses [`Cli`] and calls [`run`].
 
-mod bench;
+pub mod bench;
 mod fleet;
 mod policy;
+mod rollout;
 mod security;
 
 use std::io::Write;
@@ -79,6 +80,10 @@ pub enum Command {
     /// Policy documents: validate (offline), apply, list, get, delete.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Staged rollouts: release a staged policy revision to canary agents first, and to
+    /// every agent once the canaries confirm it.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCmd),
     /// The admin audit log: every mutating call, who made it, from where, and the result.
     Audit {
         /// Only entries newer than this (e.g. 1h, 7d).
@@ -246,6 +251,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Bench(cmd) => bench::run(&cli, cmd).await,
         Command::Pki(cmd) => security::pki(cmd),
         Command::Policy(cmd) => policy::run(&cli, cmd).await,
+        Command::Rollout(cmd) => rollout::run(&cli, cmd).await,
         Command::Token(cmd) => security::token(&cli, cmd).await,
         Command::Agent(cmd) => fleet::agent(&cli, cmd).await,
         Command::Admin(cmd) => security::admin(&cli, cmd).await,

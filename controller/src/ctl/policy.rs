@@ -18,7 +18,8 @@ pub enum PolicyCmd {
         paths: Vec<PathBuf>,
     },
     /// Validate files against the cluster's documents and store them all at once (one
-    /// revision), or nothing if anything is wrong.
+    /// revision), or nothing if anything is wrong. Agents get the change at once, unless
+    /// --staged.
     Apply {
         /// Files, or directories of *.yaml / *.yml files.
         #[arg(short = 'f', long = "file", required = true)]
@@ -26,6 +27,10 @@ pub enum PolicyCmd {
         /// Only show what would change.
         #[arg(long)]
         dry_run: bool,
+        /// Store without releasing: agents keep the released revision until
+        /// `bulwarkctl rollout start --revision R` rolls this one out (R is printed).
+        #[arg(long)]
+        staged: bool,
     },
     /// Show what applying the files would change: documents, and which agents' desired
     /// state, with the firewall rules added and removed per group of agents. Stores nothing.
@@ -49,24 +54,31 @@ pub enum PolicyCmd {
         /// Only show what would change.
         #[arg(long)]
         dry_run: bool,
+        /// Store without releasing, to roll it out with `bulwarkctl rollout start`.
+        #[arg(long)]
+        staged: bool,
     },
 }
 
-async fn apply(cli: &Cli, paths: &[PathBuf], dry_run: bool) -> Result<(), CtlError> {
+async fn apply(cli: &Cli, paths: &[PathBuf], dry_run: bool, staged: bool) -> Result<(), CtlError> {
     let sources = policy::read_paths(paths).map_err(CtlError::Io)?;
-    let reply = cli.client()?.apply_policies(sources, dry_run).await?;
-    print_reply(&reply, dry_run);
+    let reply = cli.client()?.apply_policies_with(sources, dry_run, staged).await?;
+    print_reply(&reply, dry_run, staged);
     Ok(())
 }
 
-fn print_reply(reply: &bulwark_proto::v1::ApplyReply, dry_run: bool) {
+fn print_reply(reply: &bulwark_proto::v1::ApplyReply, dry_run: bool, staged: bool) {
     for w in &reply.warnings {
         eprintln!("{w}");
     }
     for c in &reply.changes {
         println!("{:<10} {}", c.change, c.key);
     }
-    let verb = if dry_run { "would change" } else { "changed" };
+    let verb = match (dry_run, staged) {
+        (true, _) => "would change",
+        (false, true) => "changes when released",
+        (false, false) => "changed",
+    };
     println!("{} agents' desired state {verb}", reply.agents_affected);
     for group in &reply.impacts {
         println!("  {} agents ({}):", group.agent_ids.len(), group.hostnames.join(", "));
@@ -85,6 +97,12 @@ fn print_reply(reply: &bulwark_proto::v1::ApplyReply, dry_run: bool) {
     }
     if dry_run {
         eprintln!("dry run: nothing was stored");
+    } else if reply.revision > 0 && staged {
+        eprintln!(
+            "staged at revision {r}; agents keep the released revision until \
+             `bulwarkctl rollout start --revision {r} --canary SELECTOR | --percent N`",
+            r = reply.revision
+        );
     } else if reply.revision > 0 {
         eprintln!("applied at revision {}", reply.revision);
     } else {
@@ -95,8 +113,8 @@ fn print_reply(reply: &bulwark_proto::v1::ApplyReply, dry_run: bool) {
 pub async fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<(), CtlError> {
     match cmd {
         PolicyCmd::Validate { paths } => validate(paths),
-        PolicyCmd::Apply { paths, dry_run } => apply(cli, paths, *dry_run).await,
-        PolicyCmd::Diff { paths } => apply(cli, paths, true).await,
+        PolicyCmd::Apply { paths, dry_run, staged } => apply(cli, paths, *dry_run, *staged).await,
+        PolicyCmd::Diff { paths } => apply(cli, paths, true, false).await,
         PolicyCmd::List { kind } => {
             let reply = cli.client()?.list_documents(kind.as_deref().unwrap_or("")).await?;
             for d in &reply.documents {
@@ -116,9 +134,9 @@ pub async fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<(), CtlError> {
             }
             Ok(())
         }
-        PolicyCmd::Rollback { to_revision, dry_run } => {
-            let reply = cli.client()?.policy_rollback(*to_revision, *dry_run).await?;
-            print_reply(&reply, *dry_run);
+        PolicyCmd::Rollback { to_revision, dry_run, staged } => {
+            let reply = cli.client()?.policy_rollback_with(*to_revision, *dry_run, *staged).await?;
+            print_reply(&reply, *dry_run, *staged);
             Ok(())
         }
         PolicyCmd::Delete { key } => {

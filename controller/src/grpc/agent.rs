@@ -19,8 +19,8 @@ use crate::node::Node;
 use crate::policy::model::{
     Action, Direction, InterfaceKind, Mode, Protocol, UserAction, WifiSecurity, Wireless,
 };
-use crate::policy::resolve::{Inputs, Resolved, ResolvedRule, resolve};
-use crate::policy::store as policy_store;
+use crate::policy::resolve::{Resolved, ResolvedRule};
+use crate::policy::resolver::Resolver;
 use crate::security::{self, HostFacts};
 
 /// A token bucket per source address for `Enroll`.
@@ -53,11 +53,12 @@ impl RateLimiter {
 
 pub struct AgentApi {
     node: Arc<Node>,
+    resolver: Arc<Resolver>,
 }
 
 impl AgentApi {
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<Node>, resolver: Arc<Resolver>) -> Self {
+        Self { node, resolver }
     }
 
     fn issuing(&self) -> Result<&security::Issuing, Status> {
@@ -169,9 +170,10 @@ impl AgentService for AgentApi {
         let have = r.have_revision;
         let (tx, rx) = mpsc::channel(16);
         let node = self.node.clone();
+        let resolver = self.resolver.clone();
         tokio::spawn(async move {
             note_presence(&node, &id, true).await;
-            stream_desired(node.clone(), id.clone(), have, tx).await;
+            stream_desired(node.clone(), resolver, id.clone(), have, tx).await;
             note_presence(&node, &id, false).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -281,37 +283,27 @@ pub fn resolved_to_pb(r: Resolved) -> pb::DesiredState {
     }
 }
 
-/// Resolves agent `id`'s desired state from this node's applied state.
-fn desired_state(node: &Node, id: &str) -> Result<pb::DesiredState, Status> {
-    let reader = &node.reader;
-    let documents: Vec<_> = policy_store::stored(reader)?.into_iter().map(|(d, _)| d).collect();
-    let agents = security::agents(reader)?;
-    let Some((me, _, my_rev)) = agents.iter().find(|(a, _, _)| a.id == id) else {
-        return Err(Status::not_found(format!("agent {id} is not enrolled in this cluster")));
-    };
-    let documents_revision = policy_store::generation(reader)?;
-    let inputs = Inputs { documents: &documents, agents: &agents, documents_revision };
-    Ok(resolved_to_pb(resolve(&inputs, me, *my_rev)))
-}
-
 async fn note_presence(node: &Node, id: &str, connected: bool) {
     if let Err(e) = fleet::set_presence(node, id, connected).await {
         tracing::warn!(agent_id = %id, connected, error = %e, "agent presence not recorded");
     }
 }
 
-/// Sends the agent's desired state whenever its revision passes what the agent has;
-/// ends the stream with PERMISSION_DENIED as soon as the agent is revoked.
+/// Sends the agent's desired state whenever its revision passes what the agent has (the
+/// node's [`Resolver`] wakes the stream when it may have); ends the stream with
+/// PERMISSION_DENIED as soon as the agent is revoked.
 async fn stream_desired(
     node: Arc<Node>,
+    resolver: Arc<Resolver>,
     id: String,
     mut have: u64,
     tx: mpsc::Sender<Result<pb::DesiredState, Status>>,
 ) {
-    let mut applied = node.reader.subscribe();
-    let mut seen: Option<u64> = None;
+    let mut wake = resolver.watch(&id);
+    // The resolver reflects at least what this node had applied when the agent asked.
+    resolver.caught_up(node.reader.revision()).await;
     loop {
-        let current = *applied.borrow_and_update();
+        wake.borrow_and_update();
         if let Some(reason) = security::agent_revoked(&node.reader, &id) {
             tracing::info!(agent_id = %id, "closing the stream of a revoked agent");
             let _ = tx
@@ -319,25 +311,23 @@ async fn stream_desired(
                 .await;
             return;
         }
-        // Resolve again only when something resolution reads has changed.
-        let relevant =
-            seen.is_none_or(|from| policy_store::touches_resolution(&node.reader, from, current));
-        seen = Some(current);
-        match if relevant { desired_state(&node, &id).map(Some) } else { Ok(None) } {
-            Ok(Some(state)) if state.revision > have => {
+        match resolver.resolve(&id) {
+            Some(state) if state.revision > have => {
                 have = state.revision;
-                if tx.send(Ok(state)).await.is_err() {
+                if tx.send(Ok(resolved_to_pb(state))).await.is_err() {
                     return;
                 }
             }
-            Ok(_) => {}
-            Err(status) => {
+            Some(_) => {}
+            None => {
+                let status =
+                    Status::not_found(format!("agent {id} is not enrolled in this cluster"));
                 let _ = tx.send(Err(status)).await;
                 return;
             }
         }
         tokio::select! {
-            changed = applied.changed() => if changed.is_err() { return },
+            changed = wake.changed() => if changed.is_err() { return },
             () = tx.closed() => return,
             // A periodic look, so a stream never outlives a revocation by long.
             () = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -81,6 +81,10 @@ pub fn rule(path: &str) -> Option<Rule> {
         ("bulwark.v1.PolicyService", "ListDocuments" | "GetDocument" | "History") => {
             r(Who::Admin(Viewer), false)
         }
+        ("bulwark.v1.RolloutService", "Start" | "Pause" | "Resume" | "Abort") => {
+            r(Who::Admin(Operator), true)
+        }
+        ("bulwark.v1.RolloutService", "Status") => r(Who::Admin(Viewer), false),
         ("bulwark.v1.EventService", "ListEvents" | "FollowEvents") => r(Who::Admin(Viewer), false),
         _ => None,
     }

@@ -11,17 +11,30 @@ use tonic::{Request, Response, Status};
 use super::{audited, caller};
 use crate::fleet::{self, AgentEvent, EnforcerReport, EnforcerState, FleetEntry};
 use crate::node::{Consistency, Node};
-use crate::policy::resolve::{Inputs, SegmentIndex, resolve_with};
-use crate::policy::store as policy_store;
+use crate::policy::resolver::Resolver;
 use crate::security::{self, AgentRecord};
 
 pub struct FleetApi {
     node: Arc<Node>,
+    resolver: Arc<Resolver>,
 }
 
 impl FleetApi {
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<Node>, resolver: Arc<Resolver>) -> Self {
+        Self { node, resolver }
+    }
+
+    /// The fleet view with each agent's desired revision as this node resolves it.
+    async fn fleet_view(&self) -> Result<Vec<(FleetEntry, u64)>, Status> {
+        self.resolver.caught_up(self.node.reader.revision()).await;
+        let entries = fleet::view(&self.node.reader, fleet::now_ms())?;
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let desired = self.resolver.resolve(&e.agent.id).map_or(0, |r| r.revision);
+                (e, desired)
+            })
+            .collect())
     }
 }
 
@@ -190,24 +203,6 @@ impl StatusFilter {
     }
 }
 
-/// The fleet view with each agent's desired revision as this node resolves it.
-fn fleet_view(node: &Node) -> Result<Vec<(FleetEntry, u64)>, Status> {
-    let reader = &node.reader;
-    let entries = fleet::view(reader, fleet::now_ms())?;
-    let documents: Vec<_> = policy_store::stored(reader)?.into_iter().map(|(d, _)| d).collect();
-    let agents = security::agents(reader)?;
-    let documents_revision = policy_store::generation(reader)?;
-    let inputs = Inputs { documents: &documents, agents: &agents, documents_revision };
-    let index = SegmentIndex::new(&inputs);
-    Ok(entries
-        .into_iter()
-        .map(|e| {
-            let desired = resolve_with(&inputs, &index, &e.agent, e.record_revision).revision;
-            (e, desired)
-        })
-        .collect())
-}
-
 #[tonic::async_trait]
 impl FleetService for FleetApi {
     async fn list_agents(
@@ -220,7 +215,7 @@ impl FleetService for FleetApi {
         self.node.read_barrier(Consistency::Linearizable).await?;
         let revision = self.node.reader.revision();
         let mut agents = Vec::new();
-        for (e, desired) in fleet_view(&self.node)? {
+        for (e, desired) in self.fleet_view().await? {
             let selected = selector.iter().all(|(k, v)| e.agent.labels.get(k) == Some(v));
             if selected && status.matches(&e) {
                 agents.push(entry_to_pb(e, desired));
@@ -236,7 +231,7 @@ impl FleetService for FleetApi {
         let r = req.into_inner();
         self.node.read_barrier(Consistency::Linearizable).await?;
         let Some((entry, desired)) =
-            fleet_view(&self.node)?.into_iter().find(|(e, _)| e.agent.id == r.id)
+            self.fleet_view().await?.into_iter().find(|(e, _)| e.agent.id == r.id)
         else {
             return Err(Status::not_found(format!("agent {} is not enrolled", r.id)));
         };

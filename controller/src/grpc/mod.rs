@@ -1,6 +1,6 @@
 //! The controller's gRPC server: one listener, TLS 1.3 (rustls), serving RaftService
 //! (peers), AgentService (agents; `Enroll` without a client certificate), ClusterService,
-//! StoreService, SecurityService and FleetService (admins), gRPC health and reflection.
+//! StoreService, SecurityService, FleetService, PolicyService and RolloutService (admins), gRPC health and reflection.
 //! Every request passes [`auth`] first (default deny); handlers are thin: they convert
 //! prost types and call [`Node`] or [`crate::security`]; errors become statuses in
 //! [`status`] only.
@@ -12,6 +12,7 @@ mod event;
 mod fleet;
 mod policy;
 mod raft;
+mod rollout;
 mod security;
 pub mod status;
 mod store;
@@ -26,6 +27,7 @@ use bulwark_proto::v1::event_service_server::EventServiceServer;
 use bulwark_proto::v1::fleet_service_server::FleetServiceServer;
 use bulwark_proto::v1::policy_service_server::PolicyServiceServer;
 use bulwark_proto::v1::raft_service_server::RaftServiceServer;
+use bulwark_proto::v1::rollout_service_server::RolloutServiceServer;
 use bulwark_proto::v1::security_service_server::SecurityServiceServer;
 use bulwark_proto::v1::store_service_server::StoreServiceServer;
 use tokio::net::TcpListener;
@@ -34,6 +36,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::node::Node;
+use crate::policy::resolver::Resolver;
 
 /// Largest gRPC message accepted (snapshots and big appends travel in one message).
 const MAX_MESSAGE: usize = 256 << 20;
@@ -86,6 +89,7 @@ fn tls_incoming(
 /// Serves the node's services on `listener` until `shutdown` resolves.
 pub async fn serve(
     node: Arc<Node>,
+    resolver: Arc<Resolver>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -115,11 +119,12 @@ pub async fn serve(
         )
         .add_service(ClusterServiceServer::new(cluster::ClusterApi::new(node.clone())))
         .add_service(StoreServiceServer::new(store::StoreApi::new(node.clone())))
-        .add_service(AgentServiceServer::new(agent::AgentApi::new(node.clone())))
-        .add_service(FleetServiceServer::new(fleet::FleetApi::new(node.clone())))
+        .add_service(AgentServiceServer::new(agent::AgentApi::new(node.clone(), resolver.clone())))
+        .add_service(FleetServiceServer::new(fleet::FleetApi::new(node.clone(), resolver)))
         .add_service(EventServiceServer::new(event::EventApi::new(node.clone())))
         .add_service(SecurityServiceServer::new(security::SecurityApi::new(node.clone())))
         .add_service(PolicyServiceServer::new(policy::PolicyApi::new(node.clone())))
+        .add_service(RolloutServiceServer::new(rollout::RolloutApi::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -59,6 +59,10 @@ fn dry(dry_run: bool) -> &'static str {
     if dry_run { " (dry run)" } else { "" }
 }
 
+fn staged(staged: bool) -> &'static str {
+    if staged { " (staged)" } else { "" }
+}
+
 #[tonic::async_trait]
 impl PolicyService for PolicyApi {
     async fn apply(
@@ -68,8 +72,9 @@ impl PolicyService for PolicyApi {
         let r = req.into_inner();
         let sources: Vec<(String, String)> =
             r.files.into_iter().map(|f| (f.name, f.text)).collect();
-        let outcome = policy_store::apply(&self.node, &sources, r.dry_run).await?;
-        let target = format!("{} documents{}", outcome.changes.len(), dry(r.dry_run));
+        let outcome = policy_store::apply(&self.node, &sources, r.dry_run, r.staged).await?;
+        let target =
+            format!("{} documents{}{}", outcome.changes.len(), staged(r.staged), dry(r.dry_run));
         Ok(audited(applied_to_pb(outcome), target))
     }
 
@@ -134,8 +139,9 @@ impl PolicyService for PolicyApi {
         req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::ApplyReply>, Status> {
         let r = req.into_inner();
-        let outcome = policy_store::rollback(&self.node, r.to_revision, r.dry_run).await?;
-        let target = format!("to revision {}{}", r.to_revision, dry(r.dry_run));
+        let outcome =
+            policy_store::rollback(&self.node, r.to_revision, r.dry_run, r.staged).await?;
+        let target = format!("to revision {}{}{}", r.to_revision, staged(r.staged), dry(r.dry_run));
         Ok(audited(applied_to_pb(outcome), target))
     }
 }

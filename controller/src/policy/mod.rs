@@ -6,6 +6,8 @@ pub mod decode;
 pub mod model;
 pub mod parse;
 pub mod resolve;
+pub mod resolver;
+pub mod rollout;
 pub mod store;
 pub mod yaml;
 

@@ -128,31 +128,80 @@ pub fn resolve_with(
     agent: &AgentRecord,
     agent_revision: u64,
 ) -> Resolved {
-    let mut policies: Vec<&Policy> = inputs
-        .documents
+    let members = |name: &str| index.members.get(name);
+    resolve_from(inputs.documents, None, inputs.documents_revision, &members, agent, agent_revision)
+}
+
+/// One segment's addresses and the newest revision among its member agents' records.
+pub type Members = (Vec<IpNet>, u64);
+
+/// Resolves `agent`'s desired state from `documents`. The revision is the newest of
+/// `base`, the agent's record, and — of what this agent's state is made of — the selected
+/// policies, the services and segments their rules refer to (with `revisions`, one per
+/// document) and the agents in those segments.
+pub fn resolve_from<'m>(
+    documents: &[Document],
+    revisions: Option<&[u64]>,
+    base: u64,
+    members: &dyn Fn(&str) -> Option<&'m Members>,
+    agent: &AgentRecord,
+    agent_revision: u64,
+) -> Resolved {
+    let rev_of = |i: usize| revisions.and_then(|r| r.get(i).copied()).unwrap_or(0);
+    let mut selected: Vec<(&Policy, u64)> = documents
         .iter()
-        .filter_map(|d| match d {
-            Document::Policy(p) if p.selector.matches(&agent.labels) => Some(p.as_ref()),
+        .enumerate()
+        .filter_map(|(i, d)| match d {
+            Document::Policy(p) if p.selector.matches(&agent.labels) => {
+                Some((p.as_ref(), rev_of(i)))
+            }
             _ => None,
         })
         .collect();
-    policies.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
-    let services: BTreeMap<&str, &Service> = inputs
-        .documents
+    selected
+        .sort_by(|(a, _), (b, _)| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
+    let revision = std::cell::Cell::new(base.max(agent_revision));
+    let newer = |rev: u64| revision.set(revision.get().max(rev));
+    for (_, rev) in &selected {
+        newer(*rev);
+    }
+    let policies: Vec<&Policy> = selected.iter().map(|(p, _)| *p).collect();
+    let services: BTreeMap<&str, (&Service, u64)> = documents
         .iter()
-        .filter_map(|d| match d {
-            Document::Service(s) => Some((s.name.as_str(), s)),
+        .enumerate()
+        .filter_map(|(i, d)| match d {
+            Document::Service(s) => Some((s.name.as_str(), (s, rev_of(i)))),
             _ => None,
         })
         .collect();
-    let mut revision = inputs.documents_revision.max(agent_revision);
-    let mut members = |name: &str| -> &[IpNet] {
-        match index.members.get(name) {
+    let segment_revs: BTreeMap<&str, u64> = match revisions {
+        None => BTreeMap::new(),
+        Some(_) => documents
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match d {
+                Document::Segment(s) => Some((s.name.as_str(), rev_of(i))),
+                _ => None,
+            })
+            .collect(),
+    };
+    let members = |name: &str| -> &[IpNet] {
+        newer(segment_revs.get(name).copied().unwrap_or(0));
+        match members(name) {
             Some((addrs, rev)) => {
-                revision = revision.max(*rev);
+                newer(*rev);
                 addrs
             }
             None => &[],
+        }
+    };
+    let service_ports = |name: &str| -> Vec<PortRange> {
+        match services.get(name) {
+            Some((s, rev)) => {
+                newer(*rev);
+                s.ports.clone()
+            }
+            None => Vec::new(),
         }
     };
     let firewall = policies.iter().find(|p| p.firewall.is_some()).and_then(|first| {
@@ -173,12 +222,8 @@ pub fn resolve_with(
                         Some(addrs.into_iter().collect())
                     }
                 };
-                let mut ports: Vec<PortRange> = rule
-                    .services
-                    .iter()
-                    .filter_map(|n| services.get(n.as_str()))
-                    .flat_map(|s| s.ports.iter().copied())
-                    .collect();
+                let mut ports: Vec<PortRange> =
+                    rule.services.iter().flat_map(|n| service_ports(n)).collect();
                 ports.sort();
                 ports.dedup();
                 rules.push(ResolvedRule {
@@ -207,7 +252,7 @@ pub fn resolve_with(
         })
     });
     Resolved {
-        revision,
+        revision: revision.get(),
         agent_id: agent.id.clone(),
         policies: policies.iter().map(|p| p.name.clone()).collect(),
         firewall,

@@ -13,6 +13,41 @@ pub const KIND: &str = "bulwark.policy";
 /// One record whose mod revision is the revision of the last policy change, deletes included.
 const GENERATION: (&str, &str) = ("bulwark.policy-meta", "generation");
 
+/// One record whose mod revision is the revision of the last change that removed a policy
+/// from some agents (a policy deleted, or its selector changed).
+const NARROWED: (&str, &str) = ("bulwark.policy-meta", "narrowed");
+
+/// The commands that record a change from `before` to `after`: the generation, the
+/// narrowing marker when it removes a policy from agents, and the released documents
+/// ([`super::rollout::guard_write`]).
+fn meta_commands(
+    reader: &Reader,
+    staged: bool,
+    before: &[(Document, u64)],
+    after: &[Document],
+) -> Result<Vec<Command>, NodeError> {
+    let mut ops = super::rollout::guard_write(reader, staged, before, after)?;
+    let plain: Vec<Document> = before.iter().map(|(d, _)| d.clone()).collect();
+    if super::rollout::narrows(&plain, after) {
+        ops.push(Command::Put {
+            kind: NARROWED.0.into(),
+            key: NARROWED.1.into(),
+            value: Vec::new(),
+            expect_mod_revision: None,
+        });
+    }
+    ops.push(bump_generation());
+    Ok(ops)
+}
+
+/// The revision of the last change that removed a policy from some agents (0: never).
+pub fn narrowed(reader: &Reader) -> Result<u64, NodeError> {
+    Ok(reader
+        .get(NARROWED.0, NARROWED.1)
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+        .map_or(0, |r| r.mod_revision))
+}
+
 fn bump_generation() -> Command {
     Command::Put {
         kind: GENERATION.0.into(),
@@ -126,6 +161,7 @@ pub async fn apply(
     node: &Node,
     sources: &[(String, String)],
     dry_run: bool,
+    staged: bool,
 ) -> Result<Applied, NodeError> {
     for _attempt in 0..5 {
         node.read_barrier(Consistency::Linearizable).await?;
@@ -179,7 +215,7 @@ pub async fn apply(
         if dry_run || ops.is_empty() {
             return Ok(Applied { revision: 0, changes, warnings, impacts, agents_affected });
         }
-        ops.push(bump_generation());
+        ops.extend(meta_commands(&node.reader, staged, &existing, &after)?);
         let written = node
             .write(Proposal { request_id: Some(rand::random()), command: Command::Txn(ops) })
             .await?;
@@ -226,10 +262,14 @@ pub async fn delete(node: &Node, key: &str) -> Result<u64, NodeError> {
     if !users.is_empty() {
         return Err(NodeError::Refused(format!("{key} is still used by {}", users.join(", "))));
     }
-    let cmd = Command::Txn(vec![
-        Command::Delete { kind: KIND.into(), key: key.into(), expect_mod_revision: Some(*rev) },
-        bump_generation(),
-    ]);
+    let after: Vec<Document> = docs.iter().filter(|d| d.key() != key).cloned().collect();
+    let mut ops = vec![Command::Delete {
+        kind: KIND.into(),
+        key: key.into(),
+        expect_mod_revision: Some(*rev),
+    }];
+    ops.extend(meta_commands(&node.reader, false, &existing, &after)?);
+    let cmd = Command::Txn(ops);
     let written = node.write(Proposal { request_id: Some(rand::random()), command: cmd }).await?;
     if written.outcome.conflict.is_some() {
         return Err(NodeError::Unavailable(format!("{key} changed while deleting it; retry")));
@@ -294,7 +334,12 @@ pub fn documents_at(reader: &Reader, revision: u64) -> Result<Vec<Document>, Nod
 }
 
 /// Makes the stored documents what they were at `revision`, in one transaction.
-pub async fn rollback(node: &Node, revision: u64, dry_run: bool) -> Result<Applied, NodeError> {
+pub async fn rollback(
+    node: &Node,
+    revision: u64,
+    dry_run: bool,
+    staged: bool,
+) -> Result<Applied, NodeError> {
     node.read_barrier(Consistency::Linearizable).await?;
     let target = documents_at(&node.reader, revision)?;
     let existing = stored(&node.reader)?;
@@ -338,7 +383,7 @@ pub async fn rollback(node: &Node, revision: u64, dry_run: bool) -> Result<Appli
             agents_affected,
         });
     }
-    ops.push(bump_generation());
+    ops.extend(meta_commands(&node.reader, staged, &existing, &target)?);
     let written = node
         .write(Proposal { request_id: Some(rand::random()), command: Command::Txn(ops) })
         .await?;

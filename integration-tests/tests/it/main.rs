@@ -14,6 +14,7 @@ mod t61_policy_apply;
 mod t62_desired_state;
 mod t63_policy_rollback;
 mod t64_fleet_status;
+mod t65_rollout;
 mod t70_netlab;
 mod t75_agent_firewall;
 mod t90_demo;

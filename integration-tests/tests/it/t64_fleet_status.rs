@@ -186,7 +186,7 @@ async fn events_are_kept_by_count_and_by_age() -> Result<()> {
     let events = (0..5)
         .map(|i| pb::AgentEvent {
             id: format!("{:013}-{i:08}", now + i),
-            at_ms: now + i as i64,
+            at_ms: now + i,
             ..drift_event("unused")
         })
         .collect();
