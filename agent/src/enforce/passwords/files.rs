@@ -252,12 +252,32 @@ impl ConfigFile {
             }
         }
         if first {
-            if !self.lines.iter().any(|l| l.raw == APPENDED_HEADER) {
-                self.push(APPENDED_HEADER.to_owned());
+            let raw = rendered("");
+            let kind = parse_line(self.syntax, &raw).unwrap_or(Kind::Unparsed);
+            match self.commented_out(key) {
+                // Beside its documentation (`# minlen = 8`, `#YESCRYPT_COST_FACTOR 5`).
+                Some(i) => self.lines.insert(i + 1, Line { raw, kind }),
+                None => {
+                    if !self.lines.iter().any(|l| l.raw == APPENDED_HEADER) {
+                        self.push(APPENDED_HEADER.to_owned());
+                    }
+                    self.lines.push(Line { raw, kind });
+                }
             }
-            self.push(rendered(""));
         }
         self.trailing_newline = true;
+    }
+
+    /// The index of the last comment that is a commented-out setting of `key`.
+    fn commented_out(&self, key: &str) -> Option<usize> {
+        self.lines.iter().rposition(|l| {
+            l.kind == Kind::Other
+                && l.raw.trim_start().strip_prefix('#').is_some_and(|r| {
+                    r.trim_start()
+                        .strip_prefix(key)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '=']))
+                })
+        })
     }
 
     fn push(&mut self, raw: String) {
