@@ -1,5 +1,5 @@
 //! The Bulwark host agent: syncs its desired state from the controllers over mutual TLS,
-//! keeps the last one on disk and enforces it (firewall, and later password policy and
+//! keeps the last one on disk and enforces it (firewall, password policy, and later
 //! wireless), repairs drift, and reports status and events back.
 
 pub mod cache;

@@ -2,6 +2,7 @@
 //! [`Enforcer`]; [`reconcile`] runs every enforcer in its own supervised loop.
 
 pub mod firewall;
+pub mod passwords;
 pub mod reconcile;
 
 use async_trait::async_trait;
