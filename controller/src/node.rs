@@ -379,7 +379,8 @@ impl Node {
             Ok(Some((leader_id, leader_addr))) => {
                 NodeError::NotLeader { id: self.id, leader_id, leader_addr }
             }
-            Ok(None) => NodeError::Internal("leadership changed; retry".into()),
+            // Leadership moved while the call ran and no new leader is known yet: transient.
+            Ok(None) => NodeError::Unavailable("leadership changed during the call; retry".into()),
             Err(e) => e,
         }
     }
