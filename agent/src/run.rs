@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::cache::{Cache, CacheError};
 use crate::enforce::firewall::enforcer::{ControllerAccess, FirewallEnforcer};
 use crate::enforce::reconcile::now_ms;
+use crate::enforce::wireless::WirelessEnforcer;
 use crate::enforce::{Enforcer, Reconciler, StatusBoard};
 use crate::enroll::host_facts;
 use crate::host::Host;
@@ -123,14 +124,17 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         urls: info.controllers.clone(),
         addrs: controllers,
     };
-    let enforcers: Vec<Arc<dyn Enforcer>> = vec![Arc::new(FirewallEnforcer::new(
-        host.clone(),
-        cache.clone(),
-        link.clone(),
-        access,
-        opts.confirm_within,
-        opts.dry_run,
-    ))];
+    let enforcers: Vec<Arc<dyn Enforcer>> = vec![
+        Arc::new(FirewallEnforcer::new(
+            host.clone(),
+            cache.clone(),
+            link.clone(),
+            access,
+            opts.confirm_within,
+            opts.dry_run,
+        )),
+        Arc::new(WirelessEnforcer::new(host.clone(), state.path(), opts.dry_run)),
+    ];
     let mut tasks = tokio::task::JoinSet::new();
     for enforcer in enforcers {
         let reconciler = Reconciler {
