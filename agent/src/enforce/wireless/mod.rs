@@ -43,7 +43,7 @@ use crate::enforce::reconcile::now_ms;
 use crate::enforce::{EnforceError, Enforcer, Finding, Pass, Trigger};
 use crate::host::Host;
 use crate::identity::{IdentityError, write_atomically};
-pub use quarantine::{Quarantine, Record, list, restore};
+pub use quarantine::{Quarantine, Record, list, list_text, restore};
 pub use security::{Network, Security};
 
 pub const NAME: &str = "wireless";

@@ -182,3 +182,27 @@ pub fn restore(state_dir: &Path, root: &Path, id: &str) -> Result<Record, Wirele
 pub fn list(state_dir: &Path) -> Result<Vec<Record>, WirelessError> {
     Quarantine::new(state_dir).list()
 }
+
+/// `bulwark-agent wireless quarantine list`: one line per quarantined network.
+pub fn list_text(state_dir: &Path) -> Result<String, WirelessError> {
+    let records = list(state_dir)?;
+    if records.is_empty() {
+        return Ok("no quarantined wireless networks\n".into());
+    }
+    let mut out = String::new();
+    for r in records {
+        let kind = match r.kind {
+            Kind::Keyfile => "keyfile",
+            Kind::SupplicantBlock => "network block",
+        };
+        let ssid = r.ssid.as_deref().unwrap_or("<no ssid>");
+        out.push_str(&format!(
+            "{}  {ssid:?} ({})  {kind} from {}: {}\n",
+            r.id,
+            r.security,
+            r.source.display(),
+            r.reason
+        ));
+    }
+    Ok(out)
+}

@@ -402,6 +402,12 @@ async fn allowlist_quarantines_refused_networks_and_restores_them() {
     expect![[r#"drift-repaired: wireless: /etc/NetworkManager/system-connections/rogue.nmconnection "ROGUE" (open): SSID "ROGUE" is not allowed; quarantined as <id>"#]]
         .assert_eq(&findings(&drift));
 
+    let text = list_text(lab.state.path()).unwrap();
+    assert!(
+        text.contains(r#""ROGUE" (open)  keyfile from /etc/NetworkManager/system-connections/rogue.nmconnection: SSID "ROGUE" is not allowed"#),
+        "{text}"
+    );
+
     // Restore: the keyfile and a block come back; the quarantine forgets them.
     let records = list(lab.state.path()).unwrap();
     assert_eq!(records.len(), 7);
