@@ -17,6 +17,7 @@ use crate::cache::{Cache, CacheError};
 use crate::enforce::firewall::enforcer::{ControllerAccess, FirewallEnforcer};
 use crate::enforce::passwords::PasswordEnforcer;
 use crate::enforce::reconcile::now_ms;
+use crate::enforce::wireless::WirelessEnforcer;
 use crate::enforce::{Enforcer, Reconciler, StatusBoard};
 use crate::enroll::host_facts;
 use crate::host::Host;
@@ -134,6 +135,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             opts.dry_run,
         )),
         Arc::new(PasswordEnforcer::new(host.clone(), opts.dry_run)),
+        Arc::new(WirelessEnforcer::new(host.clone(), state.path(), opts.dry_run)),
     ];
     let mut tasks = tokio::task::JoinSet::new();
     for enforcer in enforcers {
