@@ -4,6 +4,7 @@
 //! [`run`] is what the `bulwark-controller` binary calls; [`client`] is what `bulwarkctl`,
 //! the lab and the benchmarks use to talk to a cluster.
 
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod ctl;

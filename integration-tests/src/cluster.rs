@@ -268,6 +268,31 @@ impl Cluster {
         self.restart(id)
     }
 
+    /// Seeds node `id`'s data dir from `snapshot` with the real `bulwark-controller
+    /// restore`, then starts it: the only voter of a cluster holding the snapshot's state.
+    pub fn spawn_restored(&mut self, id: u64, snapshot: &Path) -> Result<()> {
+        let name = self.options.cluster_name.clone();
+        self.spawn_named(id, &name)?;
+        self.kill(id)?;
+        let node = self.node(id)?;
+        if node.data_dir.exists() {
+            std::fs::remove_dir_all(&node.data_dir)?;
+        }
+        let out = Command::new(&self.bin)
+            .arg("restore")
+            .arg("--from")
+            .arg(snapshot)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--node-id", &id.to_string(), "--advertise", &node.member_addr])
+            .args(["--cluster-name", &name])
+            .output()?;
+        if !out.status.success() {
+            bail!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.restart(id)
+    }
+
     /// The command line that starts node `id`, for tests that run it themselves (in the
     /// lab: `ip netns exec <its host> bulwark-controller ...`).
     pub fn command(&self, id: u64) -> Result<Command> {

@@ -5,6 +5,7 @@ mod t10_cluster;
 mod t15_cli;
 mod t20_failover;
 mod t30_catchup;
+mod t35_restore;
 mod t40_watch;
 mod t50_security;
 mod t55_python;
