@@ -300,6 +300,7 @@ pub struct Node {
     pub enroll_limiter: crate::grpc::agent::RateLimiter,
     /// Random per process start: streams served before a restart are over.
     pub boot: u64,
+    pub metrics: crate::metrics::Metrics,
     tuning: Tuning,
 }
 
@@ -363,6 +364,7 @@ impl Node {
             enroll_limiter: crate::grpc::agent::RateLimiter::new(config.enroll_rate),
             tuning: config.tuning,
             boot: rand::random(),
+            metrics: crate::metrics::Metrics::default(),
         }))
     }
 

@@ -74,13 +74,18 @@ async fn main() -> ExitCode {
     let result = async {
         let resolved = args.resolve()?;
         let listener = bulwark_controller::bind(&resolved.listen).await?;
+        let http = match &resolved.http_listen {
+            Some(addr) => Some(bulwark_controller::bind(addr).await?),
+            None => None,
+        };
         tracing::info!(
             node_id = resolved.node.node_id,
             listen = %resolved.listen,
             data_dir = %resolved.node.data_dir.display(),
+            http = resolved.http_listen.as_deref().unwrap_or("off"),
             "starting controller"
         );
-        bulwark_controller::run(resolved.node, listener, shutdown_signal()).await
+        bulwark_controller::run(resolved.node, listener, http, shutdown_signal()).await
     }
     .await;
     match result {

@@ -2,6 +2,7 @@
 
 mod t05_operator;
 mod t10_cluster;
+mod t12_health;
 mod t15_cli;
 mod t20_failover;
 mod t30_catchup;
