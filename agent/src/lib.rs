@@ -7,5 +7,6 @@ pub mod enforce;
 pub mod enroll;
 pub mod host;
 pub mod identity;
+pub mod metrics;
 pub mod run;
 pub mod sync;

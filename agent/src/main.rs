@@ -66,6 +66,10 @@ enum Command {
         /// A status report goes out at least this often.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
+        /// Serve Prometheus /metrics here (enforcer states, drift repairs, spool depth), or
+        /// `off`.
+        #[arg(long, env = "BULWARK_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics_listen: String,
     },
     /// What the running agent enforces, per enforcer, from its local state.
     Status,
@@ -156,7 +160,7 @@ async fn main_result(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Run { dry_run, check_every, confirm_within, heartbeat } => {
+        Command::Run { dry_run, check_every, confirm_within, heartbeat, metrics_listen } => {
             let opts = RunOptions {
                 state_dir: cli.state_dir,
                 root: cli.root,
@@ -164,6 +168,7 @@ async fn main_result(cli: Cli) -> Result<(), String> {
                 check_every,
                 confirm_within,
                 heartbeat,
+                metrics_listen: (metrics_listen != "off").then_some(metrics_listen),
             };
             run(opts, shutdown_signal()).await.map_err(|e| e.to_string())
         }

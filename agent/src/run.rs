@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub confirm_within: Duration,
     /// A report goes out at least this often.
     pub heartbeat: Duration,
+    /// Where to serve `/metrics` (`None`: not at all).
+    pub metrics_listen: Option<String>,
 }
 
 /// What `bulwark-agent status` shows, written by the daemon.
@@ -138,6 +140,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         Arc::new(WirelessEnforcer::new(host.clone(), state.path(), opts.dry_run)),
     ];
     let mut tasks = tokio::task::JoinSet::new();
+    let counters = Arc::new(crate::metrics::Counters::default());
     for enforcer in enforcers {
         let reconciler = Reconciler {
             enforcer,
@@ -145,6 +148,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             board: board.clone(),
             cache: cache.clone(),
             period: opts.check_every,
+            counters: counters.clone(),
         };
         tasks.spawn(reconciler.run(stop_rx.clone()));
     }
@@ -185,6 +189,21 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             }
         }
     });
+    if let Some(addr) = &opts.metrics_listen {
+        // Metrics are a convenience: a taken port must not stop enforcement.
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let sources = crate::metrics::Sources {
+                    board: board.clone(),
+                    cache: cache.clone(),
+                    link: link.clone(),
+                    counters: counters.clone(),
+                };
+                background.spawn(crate::metrics::serve(sources, listener));
+            }
+            Err(e) => tracing::warn!(%addr, error = %e, "no /metrics: cannot listen"),
+        }
+    }
     background.spawn(write_status_forever(
         state.clone(),
         info.agent_id.clone(),

@@ -14,6 +14,7 @@ use bulwark_controller::client::Client;
 use bulwark_controller::policy::decode::Severity;
 use bulwark_controller::policy::{load_sources, read_paths};
 use bulwark_integration_tests::agentproc::AgentProc;
+use bulwark_integration_tests::http::get;
 use bulwark_integration_tests::netlab::{Lab, LabHost, Outcome};
 use bulwark_integration_tests::{Cluster, ClusterOptions, eventually};
 use bulwark_proto::v1 as pb;
@@ -152,6 +153,17 @@ async fn the_pack_segments_real_traffic_and_drift_is_repaired() -> Result<()> {
         "{:?}",
         shown.events
     );
+    // The agent's own /metrics (127.0.0.1:9464 in its namespace) counts the repairs.
+    let metrics = lab.forward(&ct_host, "127.0.0.1:9464".parse()?)?;
+    let (code, text) = get(&metrics.to_string(), "/metrics").await?;
+    ensure!(code == 200, "{code}");
+    for expected in [
+        "bulwark_agent_drift_repairs_total 2",
+        "bulwark_agent_controller_connected 1",
+        "bulwark_agent_spool_events",
+    ] {
+        ensure!(text.contains(expected), "agent /metrics lacks {expected:?}:\n{text}");
+    }
     let after = ct_host.exec("nft", &["list", "table", "ip", "nat"])?.stdout;
     ensure!(after == foreign, "the foreign table changed:\n{}", String::from_utf8_lossy(&after));
     Ok(())
