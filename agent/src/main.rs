@@ -7,6 +7,7 @@ use std::time::Duration;
 use bulwark_agent::enroll::{EnrollOptions, Trust, enroll};
 use bulwark_agent::host::Host;
 use bulwark_agent::identity::StateDir;
+use bulwark_agent::monitor::users::lock::LockRecord;
 use bulwark_agent::run::{RunOptions, run, status_text};
 use clap::{Parser, Subcommand};
 
@@ -65,9 +66,34 @@ enum Command {
         /// A status report goes out at least this often.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
+        /// A log file to read login attempts from (syslog format; repeatable). Default,
+        /// with no --auth-log or --journal-*: the system journal if the host has one, else
+        /// /var/log/auth.log and /var/log/secure under --root.
+        #[arg(long = "auth-log", value_name = "FILE")]
+        auth_logs: Vec<PathBuf>,
+        /// A journal file to read login attempts from (repeatable; tests, forensics).
+        #[arg(long = "journal-file", value_name = "FILE")]
+        journal_files: Vec<PathBuf>,
+        /// A journal directory to read login attempts from (repeatable).
+        #[arg(long = "journal-dir", value_name = "DIR")]
+        journal_dirs: Vec<PathBuf>,
+    },
+    /// Local account actions.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
     },
     /// What the running agent enforces, per enforcer, from its local state.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersAction {
+    /// Unlock an account the user monitor locked (policy action `lock`): removes the `!`
+    /// it put before the password hash in <root>/etc/shadow.
+    Unlock { name: String },
+    /// The accounts the user monitor locked, and when.
+    Locked,
 }
 
 fn init_tracing() {
@@ -132,7 +158,15 @@ async fn main_result(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Run { dry_run, check_every, confirm_within, heartbeat } => {
+        Command::Run {
+            dry_run,
+            check_every,
+            confirm_within,
+            heartbeat,
+            auth_logs,
+            journal_files,
+            journal_dirs,
+        } => {
             let opts = RunOptions {
                 state_dir: cli.state_dir,
                 root: cli.root,
@@ -140,8 +174,26 @@ async fn main_result(cli: Cli) -> Result<(), String> {
                 check_every,
                 confirm_within,
                 heartbeat,
+                auth_logs,
+                journal_files,
+                journal_dirs,
             };
             run(opts, shutdown_signal()).await.map_err(|e| e.to_string())
+        }
+        Command::Users { action } => {
+            let record = LockRecord::new(&cli.state_dir);
+            match action {
+                UsersAction::Unlock { name } => {
+                    record.unlock(&host, &name).map_err(|e| e.to_string())?;
+                    println!("{name} unlocked");
+                }
+                UsersAction::Locked => {
+                    for (name, at_ms) in record.load().map_err(|e| e.to_string())? {
+                        println!("{name}\tlocked at {at_ms} ms since the epoch");
+                    }
+                }
+            }
+            Ok(())
         }
         Command::Status => {
             print!("{}", status_text(&cli.state_dir).map_err(|e| e.to_string())?);
