@@ -87,10 +87,10 @@ impl Sessions {
     fn conn(&mut self, source: &str, port: &str) -> &mut Conn {
         let key = (source.to_owned(), port.to_owned());
         if !self.open.contains_key(&key) {
-            if self.order.len() >= CONNS {
-                if let Some(old) = self.order.pop_front() {
-                    self.open.remove(&old);
-                }
+            if self.order.len() >= CONNS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.open.remove(&old);
             }
             self.order.push_back(key.clone());
         }
@@ -197,10 +197,10 @@ impl BruteForce {
         // The other key of the same failure stays quiet for this window too: one attack,
         // one alarm.
         for (kind, value) in [("user", user), ("source", source)] {
-            if let Some(w) = self.keys.get_mut(&format!("{kind}:{value}")) {
-                if w.failures.len() >= threshold {
-                    w.alerted_at = Some(at_ms);
-                }
+            if let Some(w) = self.keys.get_mut(&format!("{kind}:{value}"))
+                && w.failures.len() >= threshold
+            {
+                w.alerted_at = Some(at_ms);
             }
         }
         Some(Alarm { user: user.into(), source: source.into(), by: crossed.join("+"), count })

@@ -53,11 +53,11 @@ pub fn split_syslog(line: &str) -> Raw {
             // "Mmm dd hh:mm:ss ": no year or zone; the reader's clock is used instead.
             rest = line.get(16..).unwrap_or("");
         }
-        if rest.len() != line.len() {
-            if let Some((host, after)) = rest.split_once(' ') {
-                raw.host = Some(host.to_owned());
-                rest = after;
-            }
+        if rest.len() != line.len()
+            && let Some((host, after)) = rest.split_once(' ')
+        {
+            raw.host = Some(host.to_owned());
+            rest = after;
         }
     }
     match tag(rest) {
@@ -80,7 +80,7 @@ fn tag(s: &str) -> Option<(&str, &str)> {
     };
     let plausible = !program.is_empty()
         && program.len() <= 64
-        && program.chars().all(|c| c.is_ascii_alphanumeric() || "-_./()".contains(c));
+        && program.chars().all(|c| c.is_ascii_alphanumeric() || "-_./()]".contains(c));
     plausible.then_some((program, message))
 }
 

@@ -289,12 +289,11 @@ async fn follow_journal(
                     batch.push(raw);
                     last = Some(c);
                 }
-                if batch.len() < 1000 {
-                    if let Ok(Ok(Some(l))) =
+                if batch.len() < 1000
+                    && let Ok(Ok(Some(l))) =
                         tokio::time::timeout(Duration::from_millis(5), lines.next_line()).await
-                    {
-                        next = Some(l);
-                    }
+                {
+                    next = Some(l);
                 }
             }
             let Some(c) = last else { continue };
