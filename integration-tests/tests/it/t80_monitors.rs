@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use bulwark_controller::client::Client;
 use bulwark_integration_tests::agentproc::AgentProc;
-use bulwark_integration_tests::ctl::bulwarkctl;
+use bulwark_integration_tests::ctl::bulwarkctl_in;
 use bulwark_integration_tests::netlab::{Lab, LabHost};
 use bulwark_integration_tests::{Cluster, eventually};
 use bulwark_proto::v1 as pb;
@@ -285,7 +285,8 @@ async fn real_useradd_and_real_sshd_logins_reach_the_controller() -> Result<()> 
     );
 
     // The operator's report.
-    let out = bulwarkctl(
+    let out = bulwarkctl_in(
+        &ws,
         &cluster.controller_urls().join(","),
         &cluster.admin,
         &["logins", "report", "--since", "1h", "-o", "json"],
