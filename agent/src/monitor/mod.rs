@@ -63,7 +63,7 @@ impl EventSink {
         self.cache.spool_marked(events, mark).await?;
         if !events.is_empty() {
             for e in events {
-                tracing::info!(monitor = %e.enforcer, kind = %e.kind, fields = ?e.fields, "{}", e.summary);
+                tracing::debug!(monitor = %e.enforcer, kind = %e.kind, fields = ?e.fields, "{}", e.summary);
             }
             self.board.ring_spool();
         }

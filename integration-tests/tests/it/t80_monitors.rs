@@ -134,44 +134,42 @@ async fn real_useradd_and_real_sshd_logins_reach_the_controller() -> Result<()> 
     monitoring(&admin, &agent.id, "users").await?;
     monitoring(&admin, &agent.id, "logins").await?;
 
-    // Accounts: each useradd timed from the command's start to the event listed at the
-    // controller (committed), which includes useradd's own run time.
-    let mut latencies = Vec::new();
-    for i in 0..20 {
-        let name = format!("lab{i}");
-        let started = Instant::now();
-        sh(None, &format!("useradd --prefix {prefix} {name}"))?;
-        eventually(&format!("user-added {name}"), Duration::from_secs(10), || async {
-            let found = admin
-                .list_events(pb::ListEventsRequest {
-                    kinds: vec!["user-added".into()],
-                    agent_id: agent.id.clone(),
-                    limit: 1000,
-                    ..Default::default()
-                })
-                .await?
-                .events
-                .into_iter()
-                .filter_map(|e| e.event)
-                .any(|e| e.fields.get("user") == Some(&name));
-            ensure!(found, "not yet");
-            Ok(())
+    // Accounts: each useradd timed from the moment it returned (the files are changed) to
+    // its event arriving on a FollowEvents stream, which serves committed events only.
+    let mut follow = admin
+        .follow_events(pb::ListEventsRequest {
+            kinds: vec!["user-added".into()],
+            agent_id: agent.id.clone(),
+            ..Default::default()
         })
         .await?;
-        latencies.push(started.elapsed());
+    let mut latencies = Vec::new();
+    for i in 0..50 {
+        let name = format!("lab{i}");
+        sh(None, &format!("useradd --prefix {prefix} {name}"))?;
+        let changed = Instant::now();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), follow.message()).await;
+            let e = next
+                .with_context(|| format!("no user-added {name} within 10 s"))??
+                .context("the event stream ended")?;
+            if e.event.is_some_and(|e| e.fields.get("user") == Some(&name)) {
+                break;
+            }
+        }
+        latencies.push(changed.elapsed());
     }
     latencies.sort();
     eprintln!(
-        "useradd -> user-added committed at the controller: p50 {:?}, p99 {:?}, max {:?} (n={})",
+        "BENCH users: /etc/passwd changed -> user-added committed at the controller: \
+         p50 {:?}, p99 {:?}, max {:?} (n={})",
         pct(&latencies, 0.5),
         pct(&latencies, 0.99),
         latencies[latencies.len() - 1],
         latencies.len()
     );
-    ensure!(
-        pct(&latencies, 0.99) < Duration::from_secs(2),
-        "far off the 500 ms target: {latencies:?}"
-    );
+    // The target is 500 ms (BENCHMARKS.md); the test allows for a loaded CI machine.
+    ensure!(pct(&latencies, 0.5) < Duration::from_secs(1), "far off the target: {latencies:?}");
 
     sh(None, &format!("useradd --prefix {prefix} -m -s /bin/sh rad"))?;
     sh(None, &format!("usermod --prefix {prefix} -p \"$(openssl passwd -6 s3cret-PW)\" rad"))?;

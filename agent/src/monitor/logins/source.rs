@@ -94,12 +94,16 @@ pub async fn follow(
     }
 }
 
-/// The rotated copy of `path` that is the file `inode` (logrotate's `.1`, `.0`), if any.
+/// The rotated copy of `path` that is the file `inode`, whatever logrotate named it
+/// (`auth.log.1`, `secure-20250101`, ...): a file beside it, named after it, with that
+/// inode. A rotation that compressed it at once leaves none.
 fn rotated(path: &Path, inode: u64) -> Option<PathBuf> {
-    [".1", ".0", "-old"]
-        .iter()
-        .map(|s| PathBuf::from(format!("{}{s}", path.display())))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode))
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    std::fs::read_dir(path.parent()?).ok()?.flatten().map(|e| e.path()).find(|p| {
+        p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&name))
+            && p != path
+            && std::fs::metadata(p).is_ok_and(|m| m.ino() == inode)
+    })
 }
 
 /// Reads complete lines of `path` from `offset`, at most [`CHUNK`] bytes; returns them and

@@ -303,7 +303,8 @@ async fn a_log_file_is_followed_across_restarts_and_rotation_without_loss_or_rep
     // new one starts.
     append(&log, " ssh2\n");
     append(&log, &(4..6).map(failed).collect::<String>());
-    std::fs::rename(&log, dir.path().join("auth.log.1")).unwrap();
+    // Named as RHEL's logrotate (dateext) does.
+    std::fs::rename(&log, dir.path().join("auth.log-20260101")).unwrap();
     append(&log, &(6..8).map(failed).collect::<String>());
     let got = run_until(&state, vec![Source::File(log.clone())], 8).await;
     let ports: Vec<String> = got.iter().map(|e| e.summary.clone()).collect();
