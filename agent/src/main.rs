@@ -188,8 +188,13 @@ async fn main_result(cli: Cli) -> Result<(), String> {
                     println!("{name} unlocked");
                 }
                 UsersAction::Locked => {
-                    for (name, at_ms) in record.load().map_err(|e| e.to_string())? {
-                        println!("{name}\tlocked at {at_ms} ms since the epoch");
+                    let locks = record.load().map_err(|e| e.to_string())?;
+                    for (name, at_ms) in &locks.locked {
+                        let at = std::time::UNIX_EPOCH + Duration::from_millis(*at_ms as u64);
+                        println!("{name}\tlocked {}", humantime::format_rfc3339_seconds(at));
+                    }
+                    for name in &locks.released {
+                        println!("{name}\treleased by an operator (not locked again)");
                     }
                 }
             }

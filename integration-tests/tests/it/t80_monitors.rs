@@ -4,7 +4,8 @@
 //! committed event latency measured); a real `sshd` in a lab host, logging into the agent
 //! root's auth log, sees 5 failed and 1 accepted password logins by the real ssh client
 //! from another lab host, which arrive as exactly 6 `login` events and one `brute-force`;
-//! and 1,000 login lines written while every controller is down arrive exactly once.
+//! 1,000 login lines written while every controller is down arrive exactly once; and with
+//! `action: lock` an unexpected account is locked and `bulwark-agent users unlock` opens it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use bulwark_controller::client::Client;
 use bulwark_integration_tests::agentproc::AgentProc;
+use bulwark_integration_tests::cluster::workspace_bin;
 use bulwark_integration_tests::ctl::bulwarkctl_in;
 use bulwark_integration_tests::netlab::{Lab, LabHost};
 use bulwark_integration_tests::{Cluster, eventually};
@@ -365,5 +367,61 @@ async fn logins_written_while_every_controller_is_down_arrive_exactly_once() -> 
     ensure!(
         again.iter().all(|e| e.fields["success"] == "true" && e.fields["method"] == "publickey")
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unexpected_account_is_locked_and_an_operator_unlocks_it() -> Result<()> {
+    need("useradd", "passwd")?;
+    need("openssl", "openssl")?;
+    let lab = Lab::new()?;
+    let cluster = Cluster::start_in_lab(&lab, 1).await?;
+    let admin = cluster.client()?;
+    let policy = POLICY
+        .replace("action: alert", "action: lock\n    allowedAccounts: [svc]")
+        .replace("name: monitors", "name: lockdown");
+    admin.apply_policies(vec![("lockdown.yaml".into(), policy)], false).await?;
+    let ws = lab.host("ws3", Ipv4Addr::new(198, 18, 52, 5))?;
+    let agent = AgentProc::start(&cluster, &ws, &token(&admin).await?, &[]).await?;
+    let prefix = agent.root.display().to_string();
+    seed_accounts(&agent.root)?;
+    monitoring(&admin, &agent.id, "users").await?;
+
+    for name in ["evil", "svc"] {
+        sh(None, &format!("useradd --prefix {prefix} -p \"$(openssl passwd -6 pw)\" {name}"))?;
+    }
+    let shadow_of = |name: &str| -> Result<String> {
+        let shadow = std::fs::read_to_string(agent.root.join("etc/shadow"))?;
+        let line = shadow.lines().find(|l| l.starts_with(&format!("{name}:")));
+        Ok(line.context("no shadow line")?.split(':').nth(1).unwrap_or_default().to_owned())
+    };
+    eventually("evil locked", Duration::from_secs(10), || async {
+        let ev = events(&admin, &agent.id, &["user-locked", "user-added"]).await?;
+        let kinds: Vec<String> =
+            ev.iter().map(|e| format!("{} {}", e.kind, e.fields["user"])).collect();
+        ensure!(kinds == ["user-added evil", "user-locked evil"], "{kinds:?}");
+        Ok(())
+    })
+    .await?;
+    ensure!(shadow_of("evil")?.starts_with("!$6$"), "{}", shadow_of("evil")?);
+    ensure!(shadow_of("svc")?.starts_with("$6$"), "an allowed account was locked");
+
+    let cli = |args: &[&str]| -> Result<String> {
+        let out = ws
+            .command(workspace_bin("bulwark-agent")?)
+            .args(["--state-dir", &agent.state_dir.display().to_string(), "--root", &prefix])
+            .args(["users"])
+            .args(args)
+            .output()?;
+        ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    ensure!(cli(&["locked"])?.contains("evil"), "evil not listed as locked");
+    cli(&["unlock", "evil"])?;
+    ensure!(shadow_of("evil")?.starts_with("$6$"), "{}", shadow_of("evil")?);
+    // The monitor sees the change and leaves the released account alone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(shadow_of("evil")?.starts_with("$6$"), "locked again: {}", shadow_of("evil")?);
+    ensure!(cli(&["locked"])?.contains("released"), "evil not listed as released");
     Ok(())
 }

@@ -2,12 +2,15 @@
 //! undoing it. The shadow file is rewritten atomically (temp, fsync, rename, fsync dir)
 //! under shadow-utils' `shadow.lock`, keeping its mode and owner. Every lock Bulwark made is
 //! recorded in a file of the state dir (`locked-users.json`), so `bulwark-agent users
-//! unlock NAME` can reverse exactly those, even while the agent runs.
+//! unlock NAME` can reverse exactly those, even while the agent runs; an account so
+//! released is not locked again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
 use crate::identity::write_atomically;
@@ -102,7 +105,19 @@ pub fn lock_password(host: &Host, user: &str) -> Result<bool, LockError> {
     edit_hash(host, user, |hash| (!hash.starts_with('!')).then(|| format!("!{hash}")))
 }
 
-/// The record of Bulwark's locks: user → when (ms since the epoch).
+/// What `locked-users.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locks {
+    /// Accounts Bulwark locked → when (ms since the epoch).
+    #[serde(default)]
+    pub locked: BTreeMap<String, i64>,
+    /// Accounts an operator unlocked: never locked again by the monitor.
+    #[serde(default)]
+    pub released: BTreeSet<String>,
+}
+
+/// The record of Bulwark's locks, in the state dir (not the cache, so the CLI can change
+/// it while the agent runs).
 #[derive(Debug, Clone)]
 pub struct LockRecord(PathBuf);
 
@@ -111,22 +126,18 @@ impl LockRecord {
         Self(state_dir.join("locked-users.json"))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn load(&self) -> Result<BTreeMap<String, i64>, LockError> {
+    pub fn load(&self) -> Result<Locks, LockError> {
         match std::fs::read(&self.0) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LockError::Record {
                 path: self.0.display().to_string(),
                 reason: e.to_string(),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Locks::default()),
             Err(e) => Err(io(&self.0)(e)),
         }
     }
 
-    fn store(&self, all: &BTreeMap<String, i64>) -> Result<(), LockError> {
+    fn store(&self, all: &Locks) -> Result<(), LockError> {
         let json = serde_json::to_vec_pretty(all).map_err(|e| LockError::Record {
             path: self.0.display().to_string(),
             reason: e.to_string(),
@@ -134,29 +145,35 @@ impl LockRecord {
         Ok(write_atomically(&self.0, &json, 0o600)?)
     }
 
-    /// Locks `user` and records it. `Ok(false)`: it was locked already (not recorded, so
-    /// an unlock never opens an account Bulwark did not close).
+    /// Locks `user` and records it, unless an operator released it. `Ok(false)`: released,
+    /// or locked already (then not recorded, so an unlock never opens an account Bulwark
+    /// did not close).
     pub fn lock(&self, host: &Host, user: &str, at_ms: i64) -> Result<bool, LockError> {
+        let mut all = self.load()?;
+        if all.released.contains(user) {
+            return Ok(false);
+        }
         let changed = lock_password(host, user)?;
         if changed {
-            let mut all = self.load()?;
-            all.insert(user.to_owned(), at_ms);
+            all.locked.insert(user.to_owned(), at_ms);
             self.store(&all)?;
         }
         Ok(changed)
     }
 
-    /// Reverses a lock Bulwark made: removes the one `!` it added, and the record.
+    /// Reverses a lock Bulwark made: removes the one `!` it added, and marks the account
+    /// released so the monitor leaves it alone from now on.
     pub fn unlock(&self, host: &Host, user: &str) -> Result<(), LockError> {
         let mut all = self.load()?;
-        if !all.contains_key(user) {
+        if !all.locked.contains_key(user) {
             return Err(LockError::NotRecorded {
                 user: user.into(),
                 record: self.0.display().to_string(),
             });
         }
         edit_hash(host, user, |hash| hash.strip_prefix('!').map(str::to_owned))?;
-        all.remove(user);
+        all.locked.remove(user);
+        all.released.insert(user.to_owned());
         self.store(&all)
     }
 }

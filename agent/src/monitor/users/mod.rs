@@ -12,16 +12,18 @@ pub mod lock;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_proto::v1 as pb;
 use notify::{EventKind, RecursiveMode, Watcher};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use self::accounts::{Rules, Snapshot};
+use self::accounts::{Password, Rules, Snapshot};
 use self::lock::LockRecord;
 use super::{EventSink, fields};
 use crate::enforce::reconcile::now_ms;
@@ -138,34 +140,43 @@ impl UsersMonitor {
         }
     }
 
-    /// Reads the accounts, compares them with the baseline, locks unexpected new accounts
-    /// if the policy says so, and spools the events with the new baseline.
+    /// Reads the accounts, compares them with the baseline, locks unexpected accounts if
+    /// the policy says so, and spools the events with the new baseline.
     pub async fn scan(&self, policy: &pb::UserState, revision: u64) -> Result<Scan, String> {
         let host = self.host.clone();
         let now = tokio::task::spawn_blocking(move || accounts::read(&host))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        let baseline = match self.sink.mark(BASELINE).map_err(|e| e.to_string())? {
-            Some(bytes) => Some(serde_json::from_slice::<Snapshot>(&bytes).map_err(|e| {
+        let stored = match self.sink.mark(BASELINE).map_err(|e| e.to_string())? {
+            Some(bytes) => Some(serde_json::from_slice::<Baseline>(&bytes).map_err(|e| {
                 format!("the stored account baseline is unreadable ({e}); remove the agent cache to take a new one")
             })?),
             None => None,
         };
-        let scan = Scan { events: 0, accounts: now.users.len() };
-        if baseline.as_ref() == Some(&now) {
-            return Ok(scan);
-        }
-        let json = serde_json::to_vec(&now).map_err(|e| e.to_string())?;
-        let Some(baseline) = baseline else {
+        let mut scan = Scan { events: 0, accounts: now.users.len() };
+        let Some(stored) = stored else {
             tracing::info!(monitor = NAME, accounts = now.users.len(), "account baseline taken");
+            let json = serde_json::to_vec(&Baseline { accounts: now, unexpected: BTreeSet::new() })
+                .map_err(|e| e.to_string())?;
             self.sink.emit(&[], Some((BASELINE, &json))).await.map_err(|e| e.to_string())?;
             return Ok(scan);
         };
         let rules = Rules::from_state(policy);
-        let mut changes = accounts::diff(&baseline, &now, &rules);
+        // Accounts that appeared since the baseline and the policy does not expect.
+        let unexpected: BTreeSet<String> = now
+            .users
+            .keys()
+            .filter(|n| !rules.allowed.contains(*n))
+            .filter(|n| stored.unexpected.contains(*n) || !stored.accounts.users.contains_key(*n))
+            .cloned()
+            .collect();
+        let mut changes = accounts::diff(&stored.accounts, &now, &rules);
         if policy.lock_unexpected && !policy.audit && !self.dry_run {
-            changes.extend(self.lock_new(&baseline, &now, &rules).await);
+            changes.extend(self.lock(&now, &unexpected).await);
+        }
+        if changes.is_empty() && stored.accounts == now && stored.unexpected == unexpected {
+            return Ok(scan);
         }
         let mut events = Vec::with_capacity(changes.len());
         for c in changes {
@@ -175,20 +186,23 @@ impl UsersMonitor {
                     .map_err(|e| e.to_string())?,
             );
         }
+        let json = serde_json::to_vec(&Baseline { accounts: now, unexpected })
+            .map_err(|e| e.to_string())?;
         self.sink.emit(&events, Some((BASELINE, &json))).await.map_err(|e| e.to_string())?;
-        Ok(Scan { events: events.len(), ..scan })
+        scan.events = events.len();
+        Ok(scan)
     }
 
-    /// Locks each account new since `baseline` that the policy does not allow.
-    async fn lock_new(
-        &self,
-        baseline: &Snapshot,
-        now: &Snapshot,
-        rules: &Rules,
-    ) -> Vec<accounts::Change> {
+    /// Locks each unexpected account whose password is usable (set or empty), unless an
+    /// operator released it: also one whose password is set after it appeared.
+    async fn lock(&self, now: &Snapshot, unexpected: &BTreeSet<String>) -> Vec<accounts::Change> {
         let mut out = Vec::new();
-        for name in now.users.keys() {
-            if baseline.users.contains_key(name) || rules.allowed.contains(name) {
+        for name in unexpected {
+            let usable = now
+                .users
+                .get(name)
+                .is_some_and(|a| matches!(a.password, Password::Set | Password::Empty));
+            if !usable {
                 continue;
             }
             let (host, locks, user) = (self.host.clone(), self.locks.clone(), name.clone());
@@ -211,6 +225,15 @@ impl UsersMonitor {
         }
         out
     }
+}
+
+/// What the monitor keeps in the cache: the accounts last seen, and the accounts that
+/// appeared since monitoring began without the policy expecting them (lock candidates).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Baseline {
+    accounts: Snapshot,
+    #[serde(default)]
+    unexpected: BTreeSet<String>,
 }
 
 /// Watches `<root>/etc` and `<root>/etc/sudoers.d` (directories, so renames are seen);

@@ -183,12 +183,34 @@ async fn baseline_then_events_then_lock_and_unlock() {
     // Nothing changed: nothing new.
     monitor.scan(&policy(true), 2).await.unwrap();
     assert_eq!(cache.spool_len(), 3);
-    // Unlock reverses exactly Bulwark's lock; a second unlock is refused.
+    // Unlock reverses exactly Bulwark's lock and releases the account: not locked again.
     monitor.locks.unlock(&host, "eve").unwrap();
+    assert_eq!(std::fs::read_to_string(root.join("etc/shadow")).unwrap(), shadow);
+    monitor.scan(&policy(true), 2).await.unwrap();
     assert_eq!(std::fs::read_to_string(root.join("etc/shadow")).unwrap(), shadow);
     let again = monitor.locks.unlock(&host, "eve").unwrap_err().to_string();
     assert!(again.contains("not locked by Bulwark"), "{again}");
     assert!(monitor.locks.unlock(&host, "root").is_err());
+
+    // An account created without a password (useradd's "!") and given one later is
+    // locked when the password appears.
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    std::fs::write(root.join("etc/passwd"), format!("{passwd}trent:x:1003:1003::/:/bin/sh\n"))
+        .unwrap();
+    std::fs::write(root.join("etc/shadow"), format!("{shadow}trent:!:1::::::\n")).unwrap();
+    monitor.scan(&policy(true), 3).await.unwrap();
+    std::fs::write(root.join("etc/shadow"), format!("{shadow}trent:$6$a$b:1::::::\n")).unwrap();
+    monitor.scan(&policy(true), 3).await.unwrap();
+    let kinds: Vec<String> = cache
+        .spooled(100)
+        .unwrap()
+        .iter()
+        .skip(3)
+        .map(|e| format!("{} {}", e.kind, e.fields["user"]))
+        .collect();
+    assert_eq!(kinds, ["user-added trent", "user-locked trent"]);
+    let shadow_now = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+    assert!(shadow_now.contains("trent:!$6$a$b:"), "{shadow_now}");
 }
 
 /// Real shadow-utils on a lab root: `useradd --prefix` and `usermod --prefix -aG sudo`
