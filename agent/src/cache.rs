@@ -26,6 +26,9 @@ pub struct Cache {
     db: sled::Db,
     state: sled::Tree,
     spool: sled::Tree,
+    /// Monitors' progress (baselines, log positions, journal cursors), changed together
+    /// with the events it produced.
+    marks: sled::Tree,
 }
 
 impl Cache {
@@ -38,7 +41,12 @@ impl Cache {
             .cache_capacity(1 << 20)
             .open()
             .map_err(|source| CacheError::Open { path: path.display().to_string(), source })?;
-        Ok(Self { state: db.open_tree("state")?, spool: db.open_tree("spool")?, db })
+        Ok(Self {
+            state: db.open_tree("state")?,
+            spool: db.open_tree("spool")?,
+            marks: db.open_tree("marks")?,
+            db,
+        })
     }
 
     fn get<M: Message + Default>(
@@ -105,6 +113,43 @@ impl Cache {
             batch.remove(id.as_bytes());
         }
         self.spool.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A monitor's stored progress under `key` (a baseline, a log position, a cursor).
+    pub fn mark(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.marks.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Spools `events` and stores `mark` in one transaction, flushed: after a crash either
+    /// both are there or neither, so a monitor resuming from its mark neither misses nor
+    /// repeats an event.
+    pub async fn spool_marked(
+        &self,
+        events: &[pb::AgentEvent],
+        mark: Option<(&str, &[u8])>,
+    ) -> Result<(), CacheError> {
+        use sled::Transactional;
+        let encoded: Vec<(&[u8], Vec<u8>)> =
+            events.iter().map(|e| (e.id.as_bytes(), e.encode_to_vec())).collect();
+        (&self.spool, &self.marks)
+            .transaction(|(spool, marks)| {
+                for (id, bytes) in &encoded {
+                    spool.insert(*id, bytes.as_slice())?;
+                }
+                if let Some((key, value)) = mark {
+                    marks.insert(key.as_bytes(), value)?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => CacheError::Storage(e),
+                // The closure never aborts.
+                sled::transaction::TransactionError::Abort(()) => {
+                    CacheError::Storage(sled::Error::Unsupported("aborted".into()))
+                }
+            })?;
         self.db.flush_async().await?;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The Bulwark host agent: syncs its desired state from the controllers over mutual TLS,
 //! keeps the last one on disk and enforces it (firewall, password policy, and later
-//! wireless), repairs drift, and reports status and events back.
+//! wireless), repairs drift, monitors accounts and logins, and reports status and events
+//! back.
 
 pub mod cache;
 pub mod enforce;
@@ -8,5 +9,6 @@ pub mod enroll;
 pub mod host;
 pub mod identity;
 pub mod metrics;
+pub mod monitor;
 pub mod run;
 pub mod sync;

@@ -8,6 +8,7 @@ use bulwark_agent::enforce::wireless;
 use bulwark_agent::enroll::{EnrollOptions, Trust, enroll};
 use bulwark_agent::host::Host;
 use bulwark_agent::identity::StateDir;
+use bulwark_agent::monitor::users::lock::LockRecord;
 use bulwark_agent::run::{RunOptions, run, status_text};
 use clap::{Parser, Subcommand};
 
@@ -70,6 +71,22 @@ enum Command {
         /// `off`.
         #[arg(long, env = "BULWARK_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
         metrics_listen: String,
+        /// A log file to read login attempts from (syslog format; repeatable). Default,
+        /// with no --auth-log or --journal-*: the system journal if the host has one, else
+        /// /var/log/auth.log and /var/log/secure under --root.
+        #[arg(long = "auth-log", value_name = "FILE")]
+        auth_logs: Vec<PathBuf>,
+        /// A journal file to read login attempts from (repeatable; tests, forensics).
+        #[arg(long = "journal-file", value_name = "FILE")]
+        journal_files: Vec<PathBuf>,
+        /// A journal directory to read login attempts from (repeatable).
+        #[arg(long = "journal-dir", value_name = "DIR")]
+        journal_dirs: Vec<PathBuf>,
+    },
+    /// Local account actions.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
     },
     /// What the running agent enforces, per enforcer, from its local state.
     Status,
@@ -96,6 +113,15 @@ enum QuarantineCommand {
     List,
     /// Put quarantined network ID back into its keyfile or wpa_supplicant file.
     Restore { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersAction {
+    /// Unlock an account the user monitor locked (policy action `lock`): removes the `!`
+    /// it put before the password hash in <root>/etc/shadow.
+    Unlock { name: String },
+    /// The accounts the user monitor locked, and when.
+    Locked,
 }
 
 fn init_tracing() {
@@ -160,7 +186,16 @@ async fn main_result(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Run { dry_run, check_every, confirm_within, heartbeat, metrics_listen } => {
+        Command::Run {
+            dry_run,
+            check_every,
+            confirm_within,
+            heartbeat,
+            metrics_listen,
+            auth_logs,
+            journal_files,
+            journal_dirs,
+        } => {
             let opts = RunOptions {
                 state_dir: cli.state_dir,
                 root: cli.root,
@@ -169,8 +204,31 @@ async fn main_result(cli: Cli) -> Result<(), String> {
                 confirm_within,
                 heartbeat,
                 metrics_listen: (metrics_listen != "off").then_some(metrics_listen),
+                auth_logs,
+                journal_files,
+                journal_dirs,
             };
             run(opts, shutdown_signal()).await.map_err(|e| e.to_string())
+        }
+        Command::Users { action } => {
+            let record = LockRecord::new(&cli.state_dir);
+            match action {
+                UsersAction::Unlock { name } => {
+                    record.unlock(&host, &name).map_err(|e| e.to_string())?;
+                    println!("{name} unlocked");
+                }
+                UsersAction::Locked => {
+                    let locks = record.load().map_err(|e| e.to_string())?;
+                    for (name, at_ms) in &locks.locked {
+                        let at = std::time::UNIX_EPOCH + Duration::from_millis(*at_ms as u64);
+                        println!("{name}\tlocked {}", humantime::format_rfc3339_seconds(at));
+                    }
+                    for name in &locks.released {
+                        println!("{name}\treleased by an operator (not locked again)");
+                    }
+                }
+            }
+            Ok(())
         }
         Command::Status => {
             print!("{}", status_text(&cli.state_dir).map_err(|e| e.to_string())?);

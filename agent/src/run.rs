@@ -22,6 +22,9 @@ use crate::enforce::{Enforcer, Reconciler, StatusBoard};
 use crate::enroll::host_facts;
 use crate::host::Host;
 use crate::identity::{IdentityError, StateDir, write_atomically};
+use crate::monitor::EventSink;
+use crate::monitor::logins::{LoginMonitor, LoginSources};
+use crate::monitor::users::UsersMonitor;
 use crate::sync::{Link, Reporter, renew_forever, stream_desired};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,11 @@ pub struct RunOptions {
     pub heartbeat: Duration,
     /// Where to serve `/metrics` (`None`: not at all).
     pub metrics_listen: Option<String>,
+    /// Login log files (`--auth-log`), as given; empty: the host's defaults.
+    pub auth_logs: Vec<PathBuf>,
+    /// Journal files / directories to read logins from instead of the system journal.
+    pub journal_files: Vec<PathBuf>,
+    pub journal_dirs: Vec<PathBuf>,
 }
 
 /// What `bulwark-agent status` shows, written by the daemon.
@@ -152,6 +160,23 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         };
         tasks.spawn(reconciler.run(stop_rx.clone()));
     }
+    let sink = EventSink::new(cache.clone(), board.clone());
+    let mut users = UsersMonitor::new(host.clone(), sink.clone(), state.path(), opts.check_every);
+    users.dry_run = opts.dry_run;
+    tasks.spawn(users.run(desired_rx.clone(), stop_rx.clone()));
+    let logins = LoginMonitor {
+        sink,
+        sources: LoginSources::resolve(
+            &host,
+            &opts.auth_logs,
+            &opts.journal_files,
+            &opts.journal_dirs,
+        ),
+        hostname: std::fs::read_to_string(host.path("/etc/hostname"))
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+    };
+    tasks.spawn(logins.run(desired_rx.clone(), stop_rx.clone()));
     let (facts_tx, facts_rx) = watch::channel(host_facts(&host).await);
     let mut background = tokio::task::JoinSet::new();
     background.spawn(stream_desired(

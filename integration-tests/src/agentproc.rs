@@ -26,7 +26,8 @@ pub struct AgentProc {
 
 impl AgentProc {
     /// Enrolls an agent in `host` with `token` (CA verified by file) and starts it with
-    /// `run_args` (e.g. `--confirm-within 3s`).
+    /// `run_args` (e.g. `--confirm-within 3s`; `{root}` in an argument becomes the agent's
+    /// host root, e.g. `--auth-log={root}/var/log/auth.log`).
     pub async fn start(
         cluster: &Cluster,
         host: &LabHost,
@@ -87,7 +88,9 @@ impl AgentProc {
             .args(["--state-dir", &self.state_dir.display().to_string()])
             .args(["--root", &self.root.display().to_string()])
             .arg("run")
-            .args(&self.run_args)
+            .args(
+                self.run_args.iter().map(|a| a.replace("{root}", &self.root.display().to_string())),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod fleet;
+mod logins;
 mod policy;
 mod rollout;
 mod security;
@@ -99,6 +100,9 @@ pub enum Command {
     /// Events the agents reported (drift repaired or found, commit-confirmed rollbacks,
     /// apply failures), oldest first; `--follow` keeps printing new ones.
     Events(fleet::EventsArgs),
+    /// The login audit: attempts, failures, successes and sources per host and user.
+    #[command(subcommand)]
+    Logins(logins::LoginsCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +261,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Admin(cmd) => security::admin(&cli, cmd).await,
         Command::Audit { since, who, method } => security::audit(&cli, *since, who, method).await,
         Command::Events(args) => fleet::events(&cli, args).await,
+        Command::Logins(cmd) => logins::run(&cli, cmd).await,
     }
 }
 

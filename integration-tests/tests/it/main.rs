@@ -20,4 +20,5 @@ mod t64_fleet_status;
 mod t65_rollout;
 mod t70_netlab;
 mod t75_agent_firewall;
+mod t80_monitors;
 mod t90_demo;
