@@ -8,6 +8,7 @@ pub mod enforce;
 pub mod enroll;
 pub mod host;
 pub mod identity;
+pub mod metrics;
 pub mod monitor;
 pub mod run;
 pub mod sync;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bulwark_agent::enforce::wireless;
 use bulwark_agent::enroll::{EnrollOptions, Trust, enroll};
 use bulwark_agent::host::Host;
 use bulwark_agent::identity::StateDir;
@@ -12,7 +13,7 @@ use bulwark_agent::run::{RunOptions, run, status_text};
 use clap::{Parser, Subcommand};
 
 /// The Bulwark host agent: keeps this workstation or modality host in the security state
-/// its policies declare (firewall segmentation today), repairs drift, and reports to the
+/// its policies declare (firewall segmentation and wireless access today), repairs drift, and reports to the
 /// controller cluster over mutual TLS.
 #[derive(Debug, Parser)]
 #[command(name = "bulwark-agent", version)]
@@ -77,6 +78,10 @@ enum Command {
         /// A journal directory to read login attempts from (repeatable).
         #[arg(long = "journal-dir", value_name = "DIR")]
         journal_dirs: Vec<PathBuf>,
+        /// Serve Prometheus /metrics here (enforcer states, drift repairs, spool depth), or
+        /// `off`.
+        #[arg(long, env = "BULWARK_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics_listen: String,
     },
     /// Local account actions.
     Users {
@@ -85,6 +90,29 @@ enum Command {
     },
     /// What the running agent enforces, per enforcer, from its local state.
     Status,
+    /// Wireless networks the allowlist quarantined (in the state dir).
+    Wireless {
+        #[command(subcommand)]
+        command: WirelessCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WirelessCommand {
+    /// `list`: the quarantined networks; `restore ID`: put one back where it came from
+    /// (it is quarantined again while the policy still refuses it).
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// The quarantined networks: id, SSID, security, where from, why.
+    List,
+    /// Put quarantined network ID back into its keyfile or wpa_supplicant file.
+    Restore { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +191,7 @@ async fn main_result(cli: Cli) -> Result<(), String> {
             check_every,
             confirm_within,
             heartbeat,
+            metrics_listen,
             auth_logs,
             journal_files,
             journal_dirs,
@@ -174,6 +203,7 @@ async fn main_result(cli: Cli) -> Result<(), String> {
                 check_every,
                 confirm_within,
                 heartbeat,
+                metrics_listen: (metrics_listen != "off").then_some(metrics_listen),
                 auth_logs,
                 journal_files,
                 journal_dirs,
@@ -204,6 +234,18 @@ async fn main_result(cli: Cli) -> Result<(), String> {
             print!("{}", status_text(&cli.state_dir).map_err(|e| e.to_string())?);
             Ok(())
         }
+        Command::Wireless { command: WirelessCommand::Quarantine { command } } => match command {
+            QuarantineCommand::List => {
+                print!("{}", wireless::list_text(&cli.state_dir).map_err(|e| e.to_string())?);
+                Ok(())
+            }
+            QuarantineCommand::Restore { id } => {
+                let r =
+                    wireless::restore(&cli.state_dir, &cli.root, &id).map_err(|e| e.to_string())?;
+                println!("restored {id} into {}", r.source.display());
+                Ok(())
+            }
+        },
     }
 }
 

@@ -17,6 +17,7 @@ use crate::cache::{Cache, CacheError};
 use crate::enforce::firewall::enforcer::{ControllerAccess, FirewallEnforcer};
 use crate::enforce::passwords::PasswordEnforcer;
 use crate::enforce::reconcile::now_ms;
+use crate::enforce::wireless::WirelessEnforcer;
 use crate::enforce::{Enforcer, Reconciler, StatusBoard};
 use crate::enroll::host_facts;
 use crate::host::Host;
@@ -52,6 +53,8 @@ pub struct RunOptions {
     /// Journal files / directories to read logins from instead of the system journal.
     pub journal_files: Vec<PathBuf>,
     pub journal_dirs: Vec<PathBuf>,
+    /// Where to serve `/metrics` (`None`: not at all).
+    pub metrics_listen: Option<String>,
 }
 
 /// What `bulwark-agent status` shows, written by the daemon.
@@ -142,8 +145,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             opts.dry_run,
         )),
         Arc::new(PasswordEnforcer::new(host.clone(), opts.dry_run)),
+        Arc::new(WirelessEnforcer::new(host.clone(), state.path(), opts.dry_run)),
     ];
     let mut tasks = tokio::task::JoinSet::new();
+    let counters = Arc::new(crate::metrics::Counters::default());
     for enforcer in enforcers {
         let reconciler = Reconciler {
             enforcer,
@@ -151,6 +156,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             board: board.clone(),
             cache: cache.clone(),
             period: opts.check_every,
+            counters: counters.clone(),
         };
         tasks.spawn(reconciler.run(stop_rx.clone()));
     }
@@ -208,6 +214,21 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             }
         }
     });
+    if let Some(addr) = &opts.metrics_listen {
+        // Metrics are a convenience: a taken port must not stop enforcement.
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let sources = crate::metrics::Sources {
+                    board: board.clone(),
+                    cache: cache.clone(),
+                    link: link.clone(),
+                    counters: counters.clone(),
+                };
+                background.spawn(crate::metrics::serve(sources, listener));
+            }
+            Err(e) => tracing::warn!(%addr, error = %e, "no /metrics: cannot listen"),
+        }
+    }
     background.spawn(write_status_forever(
         state.clone(),
         info.agent_id.clone(),

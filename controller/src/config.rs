@@ -28,6 +28,10 @@ pub struct ControllerArgs {
     /// Address to listen on for peers and clients [default: 127.0.0.1:7400].
     #[arg(long, env = "BULWARK_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics, or `off`
+    /// [default: 127.0.0.1:7080].
+    #[arg(long, env = "BULWARK_HTTP_LISTEN", value_name = "HOST:PORT")]
+    pub http_listen: Option<String>,
     /// Address others reach this node at [default: the listen address].
     #[arg(long, env = "BULWARK_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
@@ -88,6 +92,7 @@ pub struct ControllerArgs {
 struct FileConfig {
     node_id: Option<u64>,
     listen: Option<String>,
+    http_listen: Option<String>,
     advertise: Option<String>,
     data_dir: Option<PathBuf>,
     cluster_name: Option<String>,
@@ -126,6 +131,8 @@ mod humantime_serde_opt {
 #[derive(Debug)]
 pub struct Resolved {
     pub listen: String,
+    /// `None`: no HTTP endpoints (`--http-listen off`).
+    pub http_listen: Option<String>,
     pub node: NodeConfig,
 }
 
@@ -190,8 +197,14 @@ impl ControllerArgs {
         }
         let cluster_name =
             self.cluster_name.or(file.cluster_name).unwrap_or_else(|| "bulwark".into());
+        let http_listen = match self.http_listen.or(file.http_listen) {
+            Some(off) if off == "off" => None,
+            Some(addr) => Some(addr),
+            None => Some("127.0.0.1:7080".into()),
+        };
         Ok(Resolved {
             listen,
+            http_listen,
             node: NodeConfig {
                 node_id,
                 advertise,

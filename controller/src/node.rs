@@ -210,6 +210,16 @@ struct DataDirIdentity {
 
 const IDENTITY_FILE: &str = "bulwark-node.json";
 
+/// Creates `path` with the identity of node `node_id` of `cluster_name` (for restore).
+pub fn create_data_dir(path: &Path, cluster_name: &str, node_id: NodeId) -> Result<(), StartError> {
+    let io = |source| StartError::DataDir { path: path.to_owned(), source };
+    std::fs::create_dir_all(path).map_err(io)?;
+    let ours = DataDirIdentity { cluster_name: cluster_name.to_owned(), node_id };
+    let bytes =
+        serde_json::to_vec_pretty(&ours).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    write_atomically(&path.join(IDENTITY_FILE), &bytes).map_err(io)
+}
+
 fn check_data_dir(config: &NodeConfig) -> Result<(), StartError> {
     let path = &config.data_dir;
     let io = |source| StartError::DataDir { path: path.clone(), source };
@@ -263,7 +273,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn open_sled(path: &Path) -> Result<sled::Db, StartError> {
+pub(crate) fn open_sled(path: &Path) -> Result<sled::Db, StartError> {
     let sled_dir = path.join("sled");
     sled::Config::new().path(&sled_dir).open().map_err(|e| match e {
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
@@ -290,6 +300,7 @@ pub struct Node {
     pub enroll_limiter: crate::grpc::agent::RateLimiter,
     /// Random per process start: streams served before a restart are over.
     pub boot: u64,
+    pub metrics: crate::metrics::Metrics,
     tuning: Tuning,
 }
 
@@ -353,6 +364,7 @@ impl Node {
             enroll_limiter: crate::grpc::agent::RateLimiter::new(config.enroll_rate),
             tuning: config.tuning,
             boot: rand::random(),
+            metrics: crate::metrics::Metrics::default(),
         }))
     }
 
@@ -379,7 +391,8 @@ impl Node {
             Ok(Some((leader_id, leader_addr))) => {
                 NodeError::NotLeader { id: self.id, leader_id, leader_addr }
             }
-            Ok(None) => NodeError::Internal("leadership changed; retry".into()),
+            // Leadership moved while the call ran and no new leader is known yet: transient.
+            Ok(None) => NodeError::Unavailable("leadership changed during the call; retry".into()),
             Err(e) => e,
         }
     }

@@ -43,6 +43,8 @@ pub struct ClusterOptions {
 
 /// The port every controller listens on inside its lab host.
 pub const LAB_CONTROLLER_PORT: u16 = 7000;
+/// The port of every controller's /healthz, /readyz and /metrics inside its lab host.
+pub const LAB_HTTP_PORT: u16 = 7080;
 
 /// The lab address of controller node `id`: 198.18.0.<id>.
 pub fn lab_controller_ip(id: u64) -> Result<Ipv4Addr> {
@@ -83,6 +85,9 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub tls: TlsFiles,
+    /// `--http-listen` (/healthz, /readyz, /metrics), and where the test process reaches it.
+    pub http_listen: String,
+    pub http_addr: String,
     child: Option<Child>,
 }
 
@@ -240,17 +245,27 @@ impl Cluster {
         if self.nodes.contains_key(&id) {
             bail!("node {id} already exists in this lab");
         }
-        let (addr, member_addr, host, tls) = match &self.options.lab {
+        let (addr, member_addr, host, tls, http_listen, http_addr) = match &self.options.lab {
             None => {
                 let addr = format!("127.0.0.1:{}", free_port()?);
-                (addr.clone(), addr, None, self.pki.controller(id)?)
+                let http = format!("127.0.0.1:{}", free_port()?);
+                (addr.clone(), addr, None, self.pki.controller(id)?, http.clone(), http)
             }
             Some(lab) => {
                 let host = lab.host(&format!("c{id}"), lab_controller_ip(id)?)?;
                 let member = SocketAddr::new(host.addr(), LAB_CONTROLLER_PORT);
                 let forward = lab.forward(&host, member)?;
                 let tls = self.pki.controller_with_ips(id, &[host.addr()])?;
-                (forward.to_string(), member.to_string(), Some(host), tls)
+                let http = SocketAddr::new(host.addr(), LAB_HTTP_PORT);
+                let http_forward = lab.forward(&host, http)?;
+                (
+                    forward.to_string(),
+                    member.to_string(),
+                    Some(host),
+                    tls,
+                    http.to_string(),
+                    http_forward.to_string(),
+                )
             }
         };
         let node = NodeProc {
@@ -262,9 +277,36 @@ impl Cluster {
             data_dir: self.dir.path().join(format!("node-{id}")),
             log: self.dir.path().join(format!("node-{id}.log")),
             tls,
+            http_listen,
+            http_addr,
             child: None,
         };
         self.nodes.insert(id, node);
+        self.restart(id)
+    }
+
+    /// Seeds node `id`'s data dir from `snapshot` with the real `bulwark-controller
+    /// restore`, then starts it: the only voter of a cluster holding the snapshot's state.
+    pub fn spawn_restored(&mut self, id: u64, snapshot: &Path) -> Result<()> {
+        let name = self.options.cluster_name.clone();
+        self.spawn_named(id, &name)?;
+        self.kill(id)?;
+        let node = self.node(id)?;
+        if node.data_dir.exists() {
+            std::fs::remove_dir_all(&node.data_dir)?;
+        }
+        let out = Command::new(&self.bin)
+            .arg("restore")
+            .arg("--from")
+            .arg(snapshot)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--node-id", &id.to_string(), "--advertise", &node.member_addr])
+            .args(["--cluster-name", &name])
+            .output()?;
+        if !out.status.success() {
+            bail!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
         self.restart(id)
     }
 
@@ -281,6 +323,8 @@ impl Cluster {
             .arg(id.to_string())
             .arg("--listen")
             .arg(&node.member_addr)
+            .arg("--http-listen")
+            .arg(&node.http_listen)
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--cluster-name")
@@ -379,6 +423,11 @@ impl Cluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.nodes.get(&id).map(|n| n.addr.clone()).unwrap_or_default()
+    }
+
+    /// Where the test process reaches node `id`'s /healthz, /readyz and /metrics.
+    pub fn http_addr(&self, id: u64) -> String {
+        self.nodes.get(&id).map(|n| n.http_addr.clone()).unwrap_or_default()
     }
 
     /// The address node `id` is a member at (its lab address in the lab).

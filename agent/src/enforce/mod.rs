@@ -4,6 +4,7 @@
 pub mod firewall;
 pub mod passwords;
 pub mod reconcile;
+pub mod wireless;
 
 use async_trait::async_trait;
 use bulwark_proto::v1 as pb;

@@ -84,6 +84,7 @@ pub struct Reconciler {
     pub cache: Cache,
     /// The periodic full check (default 60 s).
     pub period: Duration,
+    pub counters: Arc<crate::metrics::Counters>,
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -176,6 +177,7 @@ impl Reconciler {
 
     fn failed(&self, desired: &pb::DesiredState, reason: String, failures: &mut u32) -> Pass {
         *failures += 1;
+        self.counters.failed_passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(enforcer = self.enforcer.name(), failures = *failures, %reason, "pass failed");
         let mut pass = Pass::new(desired.revision, pb::EnforcerState::Failed);
         // One event per distinct failure, not one per retry.
@@ -194,6 +196,8 @@ impl Reconciler {
 
     async fn record(&self, pass: Pass) {
         let name = self.enforcer.name();
+        let repairs = pass.findings.iter().filter(|f| f.kind == "drift-repaired").count();
+        self.counters.drift_repairs.fetch_add(repairs as u64, std::sync::atomic::Ordering::Relaxed);
         for f in &pass.findings {
             tracing::info!(enforcer = name, kind = f.kind, before = %f.before, after = %f.after, "{}", f.summary);
             let event = match self.cache.event_id() {
@@ -280,6 +284,7 @@ mod tests {
             board: board.clone(),
             cache: cache.clone(),
             period: Duration::from_secs(60),
+            counters: Arc::default(),
         };
         let mut statuses = board.subscribe();
         tokio::spawn(reconciler.run(shutdown));

@@ -420,20 +420,41 @@ async fn record(cli: &Cli, cmd: &RecordCmd) -> Result<(), CtlError> {
 
 async fn snapshot_save(cli: &Cli, file: &PathBuf) -> Result<(), CtlError> {
     let client = cli.client()?;
+    let mut data = Vec::new();
+    let info = client.snapshot_save(&mut data).await?;
+    let sha256 = crate::backup::sha256_hex(&data);
+    if sha256 != info.sha256 || data.len() as u64 != info.size {
+        return Err(CtlError::Io(format!(
+            "the snapshot arrived damaged ({} of {} bytes, SHA-256 {sha256}, expected {}); nothing was written",
+            data.len(),
+            info.size,
+            info.sha256
+        )));
+    }
+    let header = crate::backup::SnapshotHeader {
+        cluster_name: info.cluster_name.clone(),
+        revision: info.revision,
+        last_log_index: info.last_log_index,
+        last_log_term: info.last_log_term,
+        size: info.size,
+        sha256,
+    };
     let tmp = file.with_extension("partial");
     let io = |e: std::io::Error| CtlError::Io(format!("cannot write {}: {e}", tmp.display()));
     let mut out = std::fs::File::create(&tmp).map_err(io)?;
-    let info = client.snapshot_save(&mut out).await?;
-    out.flush().map_err(io)?;
+    out.write_all(header.line().as_bytes()).map_err(io)?;
+    out.write_all(&data).map_err(io)?;
     out.sync_all().map_err(io)?;
     std::fs::rename(&tmp, file).map_err(io)?;
     println!(
-        "saved snapshot to {} ({} bytes, revision {}, log index {}, term {})",
+        "saved snapshot of cluster {} to {} ({} bytes, SHA-256 {}, revision {}, log index {}, term {})",
+        header.cluster_name,
         file.display(),
-        info.size,
-        info.revision,
-        info.last_log_index,
-        info.last_log_term
+        header.size,
+        header.sha256,
+        header.revision,
+        header.last_log_index,
+        header.last_log_term
     );
     Ok(())
 }

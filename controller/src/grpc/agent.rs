@@ -149,7 +149,10 @@ impl AgentService for AgentApi {
             }),
             agent_version: r.agent_version,
         };
+        let events = report.events.len() as u64;
         let stored = fleet::report(&self.node, &id, report).await?;
+        self.node.metrics.reports.inc();
+        self.node.metrics.events_committed.inc_by(events);
         Ok(Response::new(pb::ReportAck { stored }))
     }
 
@@ -172,9 +175,12 @@ impl AgentService for AgentApi {
         let node = self.node.clone();
         let resolver = self.resolver.clone();
         tokio::spawn(async move {
+            let streams = node.metrics.streams_open.clone();
+            streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             note_presence(&node, &id, true).await;
             stream_desired(node.clone(), resolver, id.clone(), have, tx).await;
             note_presence(&node, &id, false).await;
+            streams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

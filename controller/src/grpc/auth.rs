@@ -263,8 +263,16 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let node = self.node.clone();
+        let started = std::time::Instant::now();
         Box::pin(async move {
             let response = inner.call(req).await?;
+            let method = crate::metrics::MethodLabel {
+                method: path.rsplit('/').next().unwrap_or_default().to_owned(),
+            };
+            node.metrics
+                .rpc_seconds
+                .get_or_create(&method)
+                .observe(started.elapsed().as_secs_f64());
             if rule.audited && response.extensions().get::<AuditRecorded>().is_none() {
                 let code = response
                     .headers()

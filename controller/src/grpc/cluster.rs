@@ -154,6 +154,8 @@ impl ClusterService for ClusterApi {
             last_log_term: last.map_or(0, |l| l.leader_id.term),
             revision,
             size: data.len() as u64,
+            sha256: crate::backup::sha256_hex(&data),
+            cluster_name: self.node.cluster_name.clone(),
         };
         let mut chunks: Vec<pb::SnapshotChunk> = data
             .chunks(CHUNK)

@@ -2,9 +2,12 @@
 
 mod t05_operator;
 mod t10_cluster;
+mod t12_health;
 mod t15_cli;
 mod t20_failover;
 mod t30_catchup;
+mod t35_restore;
+mod t38_rolling_restart;
 mod t40_watch;
 mod t50_security;
 mod t55_python;
