@@ -67,10 +67,6 @@ enum Command {
         /// A status report goes out at least this often.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
-        /// Serve Prometheus /metrics here (enforcer states, drift repairs, spool depth), or
-        /// `off`.
-        #[arg(long, env = "BULWARK_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
-        metrics_listen: String,
         /// A log file to read login attempts from (syslog format; repeatable). Default,
         /// with no --auth-log or --journal-*: the system journal if the host has one, else
         /// /var/log/auth.log and /var/log/secure under --root.
@@ -82,6 +78,10 @@ enum Command {
         /// A journal directory to read login attempts from (repeatable).
         #[arg(long = "journal-dir", value_name = "DIR")]
         journal_dirs: Vec<PathBuf>,
+        /// Serve Prometheus /metrics here (enforcer states, drift repairs, spool depth), or
+        /// `off`.
+        #[arg(long, env = "BULWARK_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics_listen: String,
     },
     /// Local account actions.
     Users {

@@ -48,13 +48,13 @@ pub struct RunOptions {
     pub confirm_within: Duration,
     /// A report goes out at least this often.
     pub heartbeat: Duration,
-    /// Where to serve `/metrics` (`None`: not at all).
-    pub metrics_listen: Option<String>,
     /// Login log files (`--auth-log`), as given; empty: the host's defaults.
     pub auth_logs: Vec<PathBuf>,
     /// Journal files / directories to read logins from instead of the system journal.
     pub journal_files: Vec<PathBuf>,
     pub journal_dirs: Vec<PathBuf>,
+    /// Where to serve `/metrics` (`None`: not at all).
+    pub metrics_listen: Option<String>,
 }
 
 /// What `bulwark-agent status` shows, written by the daemon.
