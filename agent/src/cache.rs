@@ -29,7 +29,13 @@ pub struct Cache {
     /// Monitors' progress (baselines, log positions, journal cursors), changed together
     /// with the events it produced.
     marks: sled::Tree,
+    /// Most events the spool holds; see [`Cache::spool`] for what happens beyond.
+    spool_limit: usize,
 }
+
+/// The default bound of the event spool: days of a busy host's logins with no controller.
+pub const SPOOL_LIMIT: usize = 100_000;
+const DROPPED: &[u8] = b"spool-dropped";
 
 impl Cache {
     /// Opens (or creates) the cache under `dir`. Fails if another agent holds it.
@@ -45,6 +51,7 @@ impl Cache {
             state: db.open_tree("state")?,
             spool: db.open_tree("spool")?,
             marks: db.open_tree("marks")?,
+            spool_limit: SPOOL_LIMIT,
             db,
         })
     }
@@ -86,10 +93,77 @@ impl Cache {
         Ok(())
     }
 
+    /// A cache whose spool holds at most `limit` events (tests).
+    pub fn with_spool_limit(mut self, limit: usize) -> Self {
+        self.spool_limit = limit.max(2);
+        self
+    }
+
     /// Spools `event` durably; its id must be unique for this agent.
+    ///
+    /// Overflow rule: when the spool is full (no controller has acknowledged for a long
+    /// time), the *oldest* events make room, and an `events-dropped` event saying how many
+    /// went (and the running total, also kept across restarts) is spooled in their place:
+    /// never a silent loss.
     pub async fn spool(&self, event: &pb::AgentEvent) -> Result<(), CacheError> {
+        self.make_room(1)?;
         self.spool.insert(event.id.as_bytes(), event.encode_to_vec())?;
         self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Events dropped by the overflow rule since the agent was enrolled.
+    pub fn dropped(&self) -> u64 {
+        self.state
+            .get(DROPPED)
+            .ok()
+            .flatten()
+            .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
+            .map_or(0, u64::from_be_bytes)
+    }
+
+    /// Drops the oldest events so `incoming` more fit, and records that it did.
+    fn make_room(&self, incoming: usize) -> Result<(), CacheError> {
+        let len = self.spool.len();
+        if len + incoming <= self.spool_limit {
+            return Ok(());
+        }
+        // One more slot for the events-dropped notice itself.
+        let excess = len + incoming + 1 - self.spool_limit;
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0u64;
+        for key in self.spool.iter().keys().take(excess) {
+            batch.remove(key?);
+            dropped += 1;
+        }
+        self.spool.apply_batch(batch)?;
+        let total = self.dropped() + dropped;
+        self.state.insert(DROPPED, &total.to_be_bytes())?;
+        let notice = pb::AgentEvent {
+            id: self.event_id()?,
+            kind: "events-dropped".into(),
+            enforcer: "spool".into(),
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            summary: format!(
+                "{dropped} oldest events dropped: the spool was full ({} events) while no controller acknowledged; {total} dropped in all",
+                self.spool_limit
+            ),
+            fields: [
+                ("dropped".to_owned(), dropped.to_string()),
+                ("total".to_owned(), total.to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        tracing::error!(
+            dropped,
+            total,
+            limit = self.spool_limit,
+            "event spool full: oldest events dropped"
+        );
+        self.spool.insert(notice.id.as_bytes(), notice.encode_to_vec())?;
         Ok(())
     }
 
@@ -131,6 +205,7 @@ impl Cache {
         mark: Option<(&str, &[u8])>,
     ) -> Result<(), CacheError> {
         use sled::Transactional;
+        self.make_room(events.len())?;
         let encoded: Vec<(&[u8], Vec<u8>)> =
             events.iter().map(|e| (e.id.as_bytes(), e.encode_to_vec())).collect();
         (&self.spool, &self.marks)
@@ -201,6 +276,21 @@ mod tests {
         assert!(events.windows(2).all(|w| w[0].id < w[1].id), "time-ordered ids");
         cache.unspool(&[events[0].id.clone()]).await.unwrap();
         assert_eq!(cache.spool_len(), 2);
+        // A full spool drops its oldest events and says so, never silently.
+        let small = cache.clone().with_spool_limit(4);
+        let mut newest = String::new();
+        for _ in 0..6 {
+            newest = small.event_id().unwrap();
+            let event =
+                pb::AgentEvent { id: newest.clone(), kind: "login".into(), ..Default::default() };
+            small.spool(&event).await.unwrap();
+        }
+        let kept = small.spooled(10).unwrap();
+        assert!(kept.len() <= 4, "{} events kept", kept.len());
+        let notices: Vec<_> = kept.iter().filter(|e| e.kind == "events-dropped").collect();
+        assert!(!notices.is_empty(), "no events-dropped notice among {kept:?}");
+        assert!(small.dropped() >= 3, "dropped {}", small.dropped());
+        assert!(kept.iter().any(|e| e.id == newest), "the newest event was dropped");
         // A second agent on the same state dir is refused, not corrupting the first.
         assert!(Cache::open(dir.path()).is_err());
     }
