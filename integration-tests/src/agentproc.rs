@@ -34,9 +34,32 @@ impl AgentProc {
         token: &str,
         run_args: &[&str],
     ) -> Result<Self> {
+        Self::start_with(cluster, host, token, run_args, |_| Ok(())).await
+    }
+
+    /// [`start`](Self::start) on a host root that holds a small Debian-like set of account
+    /// files (root, daemon, nobody; groups root, adm, sudo, users), as a real host has: the
+    /// users monitor takes its baseline from them and `useradd --prefix` works on them.
+    pub async fn start_on_host_with_accounts(
+        cluster: &Cluster,
+        host: &LabHost,
+        token: &str,
+        run_args: &[&str],
+    ) -> Result<Self> {
+        Self::start_with(cluster, host, token, run_args, seed_accounts).await
+    }
+
+    async fn start_with(
+        cluster: &Cluster,
+        host: &LabHost,
+        token: &str,
+        run_args: &[&str],
+        seed: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("bulwark-agent-").tempdir()?;
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etc"))?;
+        seed(&root)?;
         std::fs::write(root.join("etc/hostname"), format!("{}\n", host.name()))?;
         std::fs::write(
             root.join("etc/os-release"),
@@ -168,6 +191,30 @@ impl AgentProc {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Minimal account files under `root/etc` (no copy of this machine's).
+pub fn seed_accounts(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    std::fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    )?;
+    std::fs::write(
+        etc.join("group"),
+        "root:x:0:\nadm:x:4:\nsudo:x:27:\nusers:x:100:\nnogroup:x:65534:\n",
+    )?;
+    std::fs::write(
+        etc.join("shadow"),
+        "root:*:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\nnobody:*:20000:0:99999:7:::\n",
+    )?;
+    std::fs::write(etc.join("gshadow"), "root:*::\nadm:*::\nsudo:*::\nusers:*::\nnogroup:*::\n")?;
+    for secret in ["shadow", "gshadow"] {
+        std::fs::set_permissions(etc.join(secret), std::fs::Permissions::from_mode(0o640))?;
+    }
+    Ok(())
 }
 
 impl Drop for AgentProc {

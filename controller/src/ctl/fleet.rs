@@ -173,14 +173,19 @@ fn online(a: &pb::Agent) -> String {
     }
 }
 
+/// "all 5 compliant", or the enforcers that are not, e.g. "firewall:repaired users:FAILED".
 fn enforcers_text(a: &pb::Agent) -> String {
-    let list: Vec<String> = a
-        .enforcers
+    let managed: Vec<&pb::EnforcerStatus> =
+        a.enforcers.iter().filter(|e| e.state != pb::EnforcerState::NotManaged as i32).collect();
+    if managed.is_empty() {
+        return "-".into();
+    }
+    let off: Vec<String> = managed
         .iter()
-        .filter(|e| e.state != pb::EnforcerState::NotManaged as i32)
+        .filter(|e| e.state != pb::EnforcerState::Compliant as i32)
         .map(|e| format!("{}:{}", e.enforcer, state_name(e.state)))
         .collect();
-    if list.is_empty() { "-".into() } else { list.join(",") }
+    if off.is_empty() { format!("all {} compliant", managed.len()) } else { off.join(" ") }
 }
 
 fn agent_json(a: &pb::Agent) -> serde_json::Value {
@@ -246,7 +251,7 @@ pub async fn agent(cli: &Cli, cmd: &AgentCmd) -> Result<(), CtlError> {
                 );
             }
             eprintln!(
-                "{} agents at revision {} (REVISION: applied, or applied/desired while behind)",
+                "{} agents at revision {} (REVISION: applied, or applied/desired while behind; `agents show ID` for every enforcer)",
                 reply.agents.len(),
                 reply.revision
             );

@@ -140,7 +140,8 @@ async fn main() -> Result<()> {
             for (name, ip, role) in hosts {
                 let host = lab.host(name, Ipv4Addr::from(ip))?;
                 let token = client.create_token(labels(role), ttl, 1).await?.token;
-                let agent = AgentProc::start(&cluster, &host, &token, &[]).await?;
+                let agent =
+                    AgentProc::start_on_host_with_accounts(&cluster, &host, &token, &[]).await?;
                 println!(
                     "    {name:<13} {:<13} role={role:<20} agent {} (enrolled with a token; its key never left the host)",
                     host.addr(),
@@ -220,6 +221,34 @@ async fn main() -> Result<()> {
             })
             .await?;
             ctl(&cluster, &["agents", "show", &ct.id, "--events", "3"])?;
+
+            step("Someone adds a local account on the scanner (useradd): an alert within a second");
+            let root = ct.root.display().to_string();
+            let started = Instant::now();
+            let out = std::process::Command::new("useradd")
+                .args(["--prefix", &root, "-M", "-s", "/bin/bash", "service-tech"])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "useradd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eventually("the user-added event", Duration::from_secs(10), || async {
+                let events = client
+                    .list_events(pb::ListEventsRequest {
+                        kinds: vec!["user-added".into()],
+                        ..Default::default()
+                    })
+                    .await?;
+                anyhow::ensure!(!events.events.is_empty(), "not yet");
+                Ok(())
+            })
+            .await?;
+            println!(
+                "    committed at the controller {} ms after useradd returned",
+                started.elapsed().as_millis()
+            );
+            ctl(&cluster, &["events", "--kind", "user-added"])?;
 
             step("A second PACS server enrolls: the scanner's firewall follows, no admin action");
             let pacs2 = lab.host("pacs-2", Ipv4Addr::new(198, 18, 20, 6))?;
