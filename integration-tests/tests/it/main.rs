@@ -21,3 +21,5 @@ mod t65_rollout;
 mod t70_netlab;
 mod t75_agent_firewall;
 mod t90_demo;
+mod t95_packaging;
+mod t96_helm;
