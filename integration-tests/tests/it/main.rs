@@ -22,3 +22,5 @@ mod t70_netlab;
 mod t75_agent_firewall;
 mod t80_monitors;
 mod t90_demo;
+mod t95_packaging;
+mod t96_helm;
