@@ -563,3 +563,64 @@ async fn real_traffic_follows_the_rules() {
     assert_eq!(apply_in_sync(&fw, &plan(&state, &ctx).unwrap()).await.kind, ApplyKind::SetsOnly);
     assert!(!connects(8080), "port still open after the peer left the segment");
 }
+
+/// The enforcer around the library: audit mode reports and changes nothing; enforce mode
+/// applies, then repairs drift with a finding; a state without a firewall removes the table.
+#[tokio::test]
+async fn the_enforcer_audits_enforces_and_repairs() {
+    use bulwark_proto::v1 as pb;
+
+    use crate::enforce::{Enforcer, Trigger};
+    let ns = Netns::new();
+    let cache = crate::cache::Cache::open(ns.root.path()).unwrap();
+    let access = enforcer::ControllerAccess {
+        state: crate::identity::StateDir::new(ns.root.path().join("state")),
+        urls: Vec::new(),
+        addrs: Vec::new(),
+    };
+    let enforcer = enforcer::FirewallEnforcer::new(
+        ns.host.clone(),
+        cache.clone(),
+        crate::sync::Link::default(),
+        access,
+        Duration::from_secs(1),
+        false,
+    );
+    let (state, _) = radiology();
+    let desired = |revision, audit| bulwark_proto::v1::DesiredState {
+        revision,
+        firewall: Some(FirewallState { audit, ..state.clone() }),
+        ..Default::default()
+    };
+
+    // Audit: the table is missing, which is reported once, and nothing is created.
+    let pass = enforcer.reconcile(&desired(1, true), &Trigger::NewState).await.unwrap();
+    assert_eq!(pass.state, pb::EnforcerState::AuditNoncompliant, "{pass:?}");
+    assert_eq!(pass.findings.len(), 1, "{pass:?}");
+    assert_eq!(pass.findings[0].kind, "drift-detected");
+    assert_eq!(ns.firewall().observe().await.unwrap(), Observed::Absent);
+    let again = enforcer.reconcile(&desired(1, true), &Trigger::Periodic).await.unwrap();
+    assert!(again.findings.is_empty(), "the same difference reported twice: {again:?}");
+
+    // Enforce revision 2. The cache holds it as confirmed already (as after a controller
+    // answered), so no commit-confirmed wait applies here; t75 covers that path.
+    cache.set_confirmed_firewall(&desired(2, false)).await.unwrap();
+    let pass = enforcer.reconcile(&desired(2, false), &Trigger::NewState).await.unwrap();
+    assert_eq!(pass.state, pb::EnforcerState::Compliant, "{pass:?}");
+    assert!(matches!(ns.firewall().observe().await.unwrap(), Observed::Present(_)));
+
+    // Someone flushes the table: repaired, with a drift-repaired finding.
+    ns.nft("flush table inet bulwark");
+    let pass =
+        enforcer.reconcile(&desired(2, false), &Trigger::Drift("flush".into())).await.unwrap();
+    assert_eq!(pass.state, pb::EnforcerState::DriftedRepaired, "{pass:?}");
+    assert_eq!(pass.findings.len(), 1);
+    assert_eq!(pass.findings[0].kind, "drift-repaired");
+    assert!(pass.findings[0].before.contains("0 rules"), "{:?}", pass.findings[0]);
+
+    // No firewall section any more: Bulwark's table goes away.
+    let none = bulwark_proto::v1::DesiredState { revision: 3, ..Default::default() };
+    let pass = enforcer.reconcile(&none, &Trigger::NewState).await.unwrap();
+    assert_eq!(pass.state, pb::EnforcerState::NotManaged);
+    assert_eq!(ns.firewall().observe().await.unwrap(), Observed::Absent);
+}
