@@ -47,7 +47,8 @@ pub enum AgentCmd {
 #[derive(Debug, clap::Args)]
 pub struct EventsArgs {
     /// Only these kinds, comma-separated (drift-repaired, drift-detected,
-    /// commit-confirmed-rollback, apply-failed, ...).
+    /// commit-confirmed-rollback, apply-failed, user-added, privileged-group-added, login,
+    /// brute-force, events-dropped, ...).
     #[arg(long, value_delimiter = ',')]
     kind: Vec<String>,
     /// Only this host (hostname, or an agent id such as agt-5f0c...).

@@ -98,7 +98,8 @@ pub enum Command {
         method: String,
     },
     /// Events the agents reported (drift repaired or found, commit-confirmed rollbacks,
-    /// apply failures), oldest first; `--follow` keeps printing new ones.
+    /// apply failures, new users and privileged-group changes, logins, brute force),
+    /// oldest first; `--follow` keeps printing new ones.
     Events(fleet::EventsArgs),
     /// The login audit: attempts, failures, successes and sources per host and user.
     #[command(subcommand)]
