@@ -143,9 +143,7 @@ impl Cache {
             id: self.event_id()?,
             kind: "events-dropped".into(),
             enforcer: "spool".into(),
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            at_ms: crate::enforce::reconcile::now_ms(),
             summary: format!(
                 "{dropped} oldest events dropped: the spool was full ({} events) while no controller acknowledged; {total} dropped in all",
                 self.spool_limit
@@ -236,9 +234,7 @@ impl Cache {
     /// A new event id: time-ordered, unique across restarts of this agent.
     pub fn event_id(&self) -> Result<String, CacheError> {
         let seq = self.db.generate_id()?;
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let ms = crate::enforce::reconcile::now_ms();
         Ok(format!("{ms:013}-{seq:08}"))
     }
 }

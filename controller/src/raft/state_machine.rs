@@ -121,6 +121,12 @@ pub enum ReadError {
     Compacted { requested: u64, oldest: u64 },
 }
 
+/// A stored note as (key without `n/`, value).
+fn note_pair(kv: sled::Result<(sled::IVec, sled::IVec)>) -> Result<(String, Vec<u8>), ReadError> {
+    let (k, v) = kv?;
+    Ok((String::from_utf8_lossy(&k[NOTE_PREFIX.len()..]).into_owned(), v.to_vec()))
+}
+
 /// Read access to the applied records, for any number of concurrent readers.
 #[derive(Clone)]
 pub struct Reader {
@@ -171,13 +177,7 @@ impl Reader {
 
     /// Notes whose key starts with `prefix`, in key order, as (key without `n/`, value).
     pub fn notes(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
-        self.tree
-            .scan_prefix([NOTE_PREFIX, prefix.as_bytes()].concat())
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((String::from_utf8_lossy(&k[NOTE_PREFIX.len()..]).into_owned(), v.to_vec()))
-            })
-            .collect()
+        self.tree.scan_prefix([NOTE_PREFIX, prefix.as_bytes()].concat()).map(note_pair).collect()
     }
 
     /// Up to `limit` notes under `prefix` with keys after `prefix` + `after` (from the
@@ -196,10 +196,7 @@ impl Reader {
         range
             .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&full_prefix)))
             .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((String::from_utf8_lossy(&k[NOTE_PREFIX.len()..]).into_owned(), v.to_vec()))
-            })
+            .map(note_pair)
             .collect()
     }
 
@@ -218,10 +215,7 @@ impl Reader {
             .scan_prefix([NOTE_PREFIX, prefix.as_bytes()].concat())
             .rev()
             .take(n)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((String::from_utf8_lossy(&k[NOTE_PREFIX.len()..]).into_owned(), v.to_vec()))
-            })
+            .map(note_pair)
             .collect()
     }
 

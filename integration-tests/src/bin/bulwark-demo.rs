@@ -19,6 +19,7 @@ use std::net::Ipv4Addr;
 
 use bulwark_integration_tests::agentproc::AgentProc;
 use bulwark_integration_tests::cluster::bin_dir;
+use bulwark_integration_tests::ctl::bulwarkctl;
 use bulwark_integration_tests::netlab::{Lab, Outcome};
 use bulwark_integration_tests::{Cluster, ClusterOptions, eventually};
 use bulwark_proto::v1 as pb;
@@ -166,7 +167,7 @@ async fn main() -> Result<()> {
             .await?;
 
             step("The fleet: every agent online, on its desired revision, compliant");
-            ctl(&cluster, &["agents", "list"])?;
+            ctl(&cluster, &["agents", "list"]).await?;
 
             step("The CT scanner's ruleset, as nft shows it in its namespace (table inet bulwark)");
             let ct = &agents[0];
@@ -220,7 +221,7 @@ async fn main() -> Result<()> {
                 Ok(())
             })
             .await?;
-            ctl(&cluster, &["agents", "show", &ct.id, "--events", "3"])?;
+            ctl(&cluster, &["agents", "show", &ct.id, "--events", "3"]).await?;
 
             step("Someone adds a local account on the scanner (useradd): an alert within a second");
             let root = ct.root.display().to_string();
@@ -248,7 +249,7 @@ async fn main() -> Result<()> {
                 "    committed at the controller {} ms after useradd returned",
                 started.elapsed().as_millis()
             );
-            ctl(&cluster, &["events", "--kind", "user-added"])?;
+            ctl(&cluster, &["events", "--kind", "user-added"]).await?;
 
             step("A second PACS server enrolls: the scanner's firewall follows, no admin action");
             let pacs2 = lab.host("pacs-2", Ipv4Addr::new(198, 18, 20, 6))?;
@@ -325,23 +326,12 @@ fn is_root() -> bool {
 }
 
 /// Runs the real `bulwarkctl` against the cluster and prints its output, indented.
-fn ctl(cluster: &Cluster, args: &[&str]) -> Result<()> {
+async fn ctl(cluster: &Cluster, args: &[&str]) -> Result<()> {
     let endpoints = [1, 2, 3].map(|id| cluster.addr(id)).join(",");
-    let out = std::process::Command::new(bin_dir()?.join("bulwarkctl"))
-        .env("BULWARK_ENDPOINTS", endpoints)
-        .env("BULWARK_TLS_CA", &cluster.admin.ca)
-        .env("BULWARK_TLS_CERT", &cluster.admin.cert)
-        .env("BULWARK_TLS_KEY", &cluster.admin.key)
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "bulwarkctl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bulwarkctl(&endpoints, &cluster.admin, args).await?;
+    anyhow::ensure!(out.ok, "bulwarkctl {}: {}", args.join(" "), out.stderr);
     println!("    $ bulwarkctl {}", args.join(" "));
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in out.stdout.lines() {
         println!("    {line}");
     }
     Ok(())
