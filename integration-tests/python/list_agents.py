@@ -17,19 +17,23 @@ import grpc
 from grpc_tools import protoc
 
 
-def compile_protos(proto_dir: str) -> str:
-    out = tempfile.mkdtemp(prefix="bulwark-py-")
+def compile_protos(proto_dir: str, out: str) -> None:
     pkg = os.path.join(proto_dir, "bulwark", "v1")
     files = sorted(f"bulwark/v1/{f}" for f in os.listdir(pkg) if f.endswith(".proto"))
     args = ["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}", *files]
     if protoc.main(args) != 0:
         sys.exit(f"protoc failed on {files}")
-    return out
 
 
 def main() -> int:
     proto_dir, endpoint, ca_path = sys.argv[1:4]
-    sys.path.insert(0, compile_protos(proto_dir))
+    with tempfile.TemporaryDirectory(prefix="bulwark-py-") as out:
+        compile_protos(proto_dir, out)
+        sys.path.insert(0, out)
+        return list_agents(endpoint, ca_path)
+
+
+def list_agents(endpoint: str, ca_path: str) -> int:
     from bulwark.v1 import fleet_pb2, fleet_pb2_grpc  # noqa: E402 (generated above)
 
     with open(ca_path, "rb") as f:
