@@ -440,5 +440,42 @@ async fn an_unexpected_account_is_locked_and_an_operator_unlocks_it() -> Result<
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(shadow_of("evil")?.starts_with("$6$"), "locked again: {}", shadow_of("evil")?);
     ensure!(cli(&["locked"])?.contains("released"), "evil not listed as released");
+
+    // From the operator's desk: a second unexpected account, locked, released through
+    // the controller with the real bulwarkctl; the agent unlocks it and says so.
+    sh(None, &format!("useradd --prefix {prefix} -p \"$(openssl passwd -6 pw)\" contractor"))?;
+    eventually("contractor locked", Duration::from_secs(10), || async {
+        ensure!(shadow_of("contractor")?.starts_with("!$6$"), "{}", shadow_of("contractor")?);
+        Ok(())
+    })
+    .await?;
+    let out = bulwarkctl_in(
+        &ws,
+        &cluster.controller_urls().join(","),
+        &cluster.admin,
+        &["agents", "unlock", &agent.id, "contractor"],
+    )
+    .await?;
+    ensure!(out.ok && out.stdout.contains("released"), "{}{}", out.stdout, out.stderr);
+    eventually("contractor unlocked by the agent", Duration::from_secs(10), || async {
+        let ev = events(&admin, &agent.id, &["user-unlocked"]).await?;
+        ensure!(
+            ev.iter().any(|e| e.fields["user"] == "contractor" && e.fields["by"] == "controller"),
+            "{ev:?}"
+        );
+        ensure!(shadow_of("contractor")?.starts_with("$6$"), "{}", shadow_of("contractor")?);
+        Ok(())
+    })
+    .await?;
+    ensure!(cli(&["locked"])?.contains("contractor"), "contractor not listed as released");
+    // A name that is not an account name is refused, naming the problem.
+    let bad = bulwarkctl_in(
+        &ws,
+        &cluster.controller_urls().join(","),
+        &cluster.admin,
+        &["agents", "unlock", &agent.id, "ops/../root"],
+    )
+    .await?;
+    ensure!(!bad.ok && bad.stderr.contains("not an account name"), "{}", bad.stderr);
     Ok(())
 }
