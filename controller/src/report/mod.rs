@@ -594,7 +594,7 @@ fn judge(
     } else {
         let mut off: Vec<&(String, Status, String)> =
             judged.iter().filter(|(_, s, _)| *s != Status::Met).collect();
-        off.sort_by(|a, b| b.1.cmp(&a.1));
+        off.sort_by_key(|x| std::cmp::Reverse(x.1));
         off.iter().map(|(_, _, w)| w.as_str()).collect::<Vec<_>>().join("; ")
     };
     (worst, reason)
