@@ -94,6 +94,64 @@ fn group_table(out: &mut String, caption: &str, what: &str, groups: &[GroupTotal
     out.push_str("</tbody></table>\n");
 }
 
+/// One row per control, one column per group: "meeting of hosts", and how many are not
+/// met or unknown.
+fn matrix(
+    out: &mut String,
+    caption: &str,
+    what: &str,
+    groups: &[&str],
+    r: &ComplianceReport,
+    of: impl Fn(&super::ControlSummary) -> &Vec<GroupTotals>,
+) {
+    if groups.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<table><caption>{} (hosts meeting the control of hosts it applies to)</caption><thead><tr>\
+<th scope=\"col\">Control</th>",
+        escape(caption)
+    );
+    for g in groups {
+        let _ = write!(out, "<th scope=\"col\">{} {}</th>", escape(what), escape(g));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for c in &r.controls {
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\">{}: {}</th>",
+            c.framework.title(),
+            escape(&c.control)
+        );
+        for g in groups {
+            match of(c).iter().find(|t| t.name == *g) {
+                None => out.push_str("<td>n/a</td>"),
+                Some(t) => {
+                    let t = &t.totals;
+                    let mut cell = format!("{} of {}", t.met + t.repaired, t.hosts);
+                    if t.not_met > 0 {
+                        let _ = write!(cell, ", {} not met", t.not_met);
+                    }
+                    if t.unknown > 0 {
+                        let _ = write!(cell, ", {} unknown", t.unknown);
+                    }
+                    let class = if t.not_met > 0 {
+                        "not-met"
+                    } else if t.unknown > 0 {
+                        "unknown"
+                    } else {
+                        "met"
+                    };
+                    let _ = write!(out, "<td class=\"{class}\">{cell}</td>");
+                }
+            }
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>\n");
+}
+
 fn meta(out: &mut String, term: &str, value: &str) {
     let _ = write!(out, "<dt>{}</dt><dd>{value}</dd>", escape(term));
 }
@@ -197,12 +255,10 @@ repaired) or <strong>met</strong>.</p>",
             );
         }
         out.push_str("</tbody></table>\n");
-        for c in &r.controls {
-            let title = format!("{}: {}", c.framework.title(), c.control);
-            let _ = write!(out, "<h3>{}</h3>", escape(&title));
-            group_table(&mut out, &format!("{title}, per site"), "Site", &c.by_site);
-            group_table(&mut out, &format!("{title}, per class"), "Class", &c.by_class);
-        }
+        let sites: Vec<&str> = r.sites.iter().map(|g| g.name.as_str()).collect();
+        let classes: Vec<&str> = r.classes.iter().map(|g| g.name.as_str()).collect();
+        matrix(&mut out, "Controls per site", "Site", &sites, r, |c| &c.by_site);
+        matrix(&mut out, "Controls per class (role)", "Class", &classes, r, |c| &c.by_class);
     }
     out.push_str("</section>\n");
 
