@@ -535,9 +535,15 @@ fn html_is_self_contained_and_escapes_what_hosts_send() {
     assert!(!html.contains("<script>"), "unescaped host name");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(html.contains("&lt;b&gt;x&lt;/b&gt; &amp; y"));
-    for tag in
-        ["<caption>", "<th scope=\"col\">", "<th scope=\"row\">", "@media print", "lang=\"en\""]
-    {
+    for tag in [
+        "<caption>",
+        "<th scope=\"col\">",
+        "<th scope=\"row\">",
+        "@media print",
+        "lang=\"en\"",
+        "<caption>Controls per site",
+        "<caption>Controls per class",
+    ] {
         assert!(html.contains(tag), "no {tag}");
     }
     for external in ["<link", "src=", "http://", "https://", "@import"] {
