@@ -21,6 +21,9 @@
 //!   which counts as meeting the control;
 //! - otherwise **met**.
 //!
+//! An enforcer last judged against an older revision than the one the controller resolves
+//! for the host keeps its status, with the two revisions in the reason.
+//!
 //! The worst of these wins (not-met, unknown, repaired, met); the reason lists every
 //! enforcer that is not plainly met.
 

@@ -167,6 +167,19 @@ fn the_enforcer_state_decides() {
 }
 
 #[test]
+fn a_host_behind_the_desired_revision_says_so() {
+    let docs = vec![policy("base", &[], &["firewall"], &["SC-7"])];
+    let mut h =
+        host("ct1", "north", "modality", vec![enforcer("firewall", EnforcerState::Compliant, "")]);
+    h.desired_revision = 7;
+    let r = build(&inputs(docs, vec![h]));
+    assert_eq!(
+        result(&r, "ct1", "SC-7"),
+        (Status::Met, "firewall compliant (judged against revision 5; 7 not applied yet)")
+    );
+}
+
+#[test]
 fn offline_never_reported_and_missing_states_are_unknown() {
     let docs = vec![policy("base", &[], &["firewall", "passwords"], &["SC-7", "IA-5"])];
     let mut offline =
