@@ -30,6 +30,7 @@
 pub mod csv;
 pub mod html;
 pub mod logins;
+pub mod model;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,7 @@ use crate::policy::model::Policy;
 use crate::security::AuditEntry;
 
 pub use logins::LoginRow;
+pub use model::*;
 
 /// The JSON shape's version; bumped only by incompatible changes.
 pub const SCHEMA: u32 = 1;
@@ -213,252 +215,6 @@ pub struct Inputs {
     pub events: Vec<HostEvent>,
     /// Admin audit entries of policy changes and rollouts (any age).
     pub audit: Vec<AuditEntry>,
-}
-
-// ---- the report ----------------------------------------------------------------------------
-
-/// A compliance report; its serde form is the JSON output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ComplianceReport {
-    /// [`SCHEMA`].
-    pub schema: u32,
-    /// RFC 3339 (UTC) and milliseconds since the Unix epoch.
-    pub generated_at: String,
-    pub generated_at_ms: i64,
-    pub cluster: ClusterIdentity,
-    pub period: Period,
-    /// The `--site` the report is limited to (none: every site).
-    pub site: Option<String>,
-    pub policy: PolicyInForce,
-    /// Hosts by their overall status (the worst over their controls), per site and class.
-    pub totals: Totals,
-    pub sites: Vec<GroupTotals>,
-    pub classes: Vec<GroupTotals>,
-    /// One per checklist item or control, with totals.
-    pub controls: Vec<ControlSummary>,
-    pub hosts: Vec<HostSummary>,
-    /// One per (host, control) that applies, in host then control order.
-    pub results: Vec<ControlResult>,
-    pub logins: LoginAudit,
-    pub accounts: AccountAlerts,
-    /// What an auditor should know about the report's coverage.
-    pub notes: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Period {
-    pub since: String,
-    pub since_ms: i64,
-    pub until: String,
-    pub until_ms: i64,
-}
-
-/// The policy revision agents resolve against, and who put it in force.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyInForce {
-    pub revision: u64,
-    /// The newest stored revision; above `revision` while a staged change waits for a rollout.
-    pub stored_revision: u64,
-    pub rollout_phase: String,
-    /// From the admin audit log; none when no entry names the revision.
-    pub applied_at: Option<String>,
-    pub applied_at_ms: Option<i64>,
-    pub applied_by: Option<String>,
-    /// The call that did it, e.g. `PolicyService/Apply: 11 documents, stored as revision 9`.
-    pub applied_with: Option<String>,
-    /// The policies (by name) stored now.
-    pub policies: Vec<String>,
-    /// Policy changes and rollouts in the period, oldest first.
-    pub changes: Vec<PolicyChange>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyChange {
-    pub at: String,
-    pub at_ms: i64,
-    pub who: String,
-    /// The method, e.g. `PolicyService/Apply`.
-    pub method: String,
-    pub target: String,
-}
-
-/// Which list a control comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Framework {
-    /// The radiology checklist (`annotations.checklist`).
-    Checklist,
-    /// NIST SP 800-53 (`annotations.nist80053`).
-    #[serde(rename = "nist-800-53")]
-    Nist80053,
-}
-
-impl Framework {
-    pub fn name(self) -> &'static str {
-        match self {
-            Framework::Checklist => "checklist",
-            Framework::Nist80053 => "nist-800-53",
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Framework::Checklist => "Checklist",
-            Framework::Nist80053 => "NIST SP 800-53",
-        }
-    }
-}
-
-/// A host's standing on one control.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    /// Every evidence enforcer is compliant.
-    Met,
-    /// Compliant now, after drift was repaired (counts as meeting the control).
-    Repaired,
-    /// Offline, never reported, or an enforcer not reporting a state.
-    Unknown,
-    /// An enforcer failed, or differs from the policy in audit mode.
-    NotMet,
-}
-
-impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Met => "met",
-            Status::Repaired => "repaired",
-            Status::Unknown => "unknown",
-            Status::NotMet => "not-met",
-        }
-    }
-
-    /// Met or repaired.
-    pub fn meets(self) -> bool {
-        matches!(self, Status::Met | Status::Repaired)
-    }
-}
-
-/// Hosts counted by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Totals {
-    pub hosts: u64,
-    pub met: u64,
-    pub repaired: u64,
-    pub not_met: u64,
-    pub unknown: u64,
-}
-
-impl Totals {
-    fn add(&mut self, status: Status) {
-        self.hosts += 1;
-        match status {
-            Status::Met => self.met += 1,
-            Status::Repaired => self.repaired += 1,
-            Status::NotMet => self.not_met += 1,
-            Status::Unknown => self.unknown += 1,
-        }
-    }
-}
-
-/// Totals of one site or class.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupTotals {
-    pub name: String,
-    #[serde(flatten)]
-    pub totals: Totals,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlSummary {
-    pub framework: Framework,
-    pub control: String,
-    /// The policies that name it.
-    pub policies: Vec<String>,
-    /// The enforcers whose state is the evidence.
-    pub enforcers: Vec<String>,
-    pub totals: Totals,
-    pub by_site: Vec<GroupTotals>,
-    pub by_class: Vec<GroupTotals>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlResult {
-    pub host_id: String,
-    pub hostname: String,
-    pub site: String,
-    pub class: String,
-    pub framework: Framework,
-    pub control: String,
-    pub status: Status,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnforcerLine {
-    pub enforcer: String,
-    /// compliant, drifted-repaired, failed, audit-noncompliant or not-managed.
-    pub state: String,
-    pub revision: u64,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostSummary {
-    pub id: String,
-    pub hostname: String,
-    pub site: String,
-    pub class: String,
-    pub labels: BTreeMap<String, String>,
-    pub online: bool,
-    /// RFC 3339, or `never`.
-    pub last_seen: String,
-    pub last_seen_ms: i64,
-    pub desired_revision: u64,
-    /// The worst status over its controls; none when no annotated policy selects it.
-    pub status: Option<Status>,
-    /// The policies that select it.
-    pub policies: Vec<String>,
-    pub enforcers: Vec<EnforcerLine>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoginTotals {
-    pub attempts: u64,
-    pub failures: u64,
-    pub successes: u64,
-    pub brute_force: u64,
-}
-
-/// The login audit of the period.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoginAudit {
-    pub totals: LoginTotals,
-    /// Per host and user ([`logins::summarize`], as `bulwarkctl logins report`).
-    pub rows: Vec<LoginRow>,
-    /// Brute-force alerts, oldest first (at most [`MAX_ALERTS`]).
-    pub brute_force_alerts: Vec<Alert>,
-}
-
-/// User-account alerts of the period.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccountAlerts {
-    /// Every alert kind seen, with how many.
-    pub counts: BTreeMap<String, u64>,
-    /// Oldest first (at most [`MAX_ALERTS`]; `counts` has them all).
-    pub alerts: Vec<Alert>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Alert {
-    pub at: String,
-    pub at_ms: i64,
-    pub host: String,
-    pub agent_id: String,
-    pub kind: String,
-    /// The account concerned (empty when the event names none).
-    pub user: String,
-    pub summary: String,
 }
 
 // ---- building ------------------------------------------------------------------------------
@@ -675,6 +431,176 @@ fn group_totals(map: BTreeMap<String, Totals>) -> Vec<GroupTotals> {
     map.into_iter().map(|(name, totals)| GroupTotals { name, totals }).collect()
 }
 
+/// Per-control totals as hosts are judged.
+#[derive(Default)]
+struct Tally {
+    controls: BTreeMap<(Framework, String), ControlSummary>,
+    sites: BTreeMap<(Framework, String), BTreeMap<String, Totals>>,
+    classes: BTreeMap<(Framework, String), BTreeMap<String, Totals>>,
+}
+
+impl Tally {
+    fn add(
+        &mut self,
+        result: &ControlResult,
+        policies: &BTreeSet<String>,
+        evidence: &BTreeSet<String>,
+    ) {
+        let key = (result.framework, result.control.clone());
+        let c = self.controls.entry(key.clone()).or_insert_with(|| ControlSummary {
+            framework: result.framework,
+            control: result.control.clone(),
+            policies: Vec::new(),
+            enforcers: Vec::new(),
+            totals: Totals::default(),
+            by_site: Vec::new(),
+            by_class: Vec::new(),
+        });
+        c.totals.add(result.status);
+        for p in policies {
+            if !c.policies.contains(p) {
+                c.policies.push(p.clone());
+            }
+        }
+        for e in evidence {
+            if !c.enforcers.contains(e) {
+                c.enforcers.push(e.clone());
+            }
+        }
+        let site = self.sites.entry(key.clone()).or_default();
+        site.entry(result.site.clone()).or_default().add(result.status);
+        let class = self.classes.entry(key).or_default();
+        class.entry(result.class.clone()).or_default().add(result.status);
+    }
+
+    fn finish(mut self) -> Vec<ControlSummary> {
+        let mut out = Vec::new();
+        for (key, mut c) in self.controls {
+            c.by_site = group_totals(self.sites.remove(&key).unwrap_or_default());
+            c.by_class = group_totals(self.classes.remove(&key).unwrap_or_default());
+            out.push(c);
+        }
+        out
+    }
+}
+
+fn host_summary(h: &HostInput, policies: &[&Policy], status: Option<Status>) -> HostSummary {
+    HostSummary {
+        id: h.id.clone(),
+        hostname: h.hostname.clone(),
+        site: label(&h.labels, SITE_LABEL),
+        class: label(&h.labels, CLASS_LABEL),
+        labels: h.labels.clone(),
+        online: h.online,
+        last_seen: if h.last_seen_ms == 0 { "never".into() } else { rfc3339(h.last_seen_ms) },
+        last_seen_ms: h.last_seen_ms,
+        desired_revision: h.desired_revision,
+        status,
+        policies: policies
+            .iter()
+            .filter(|p| p.selector.matches(&h.labels))
+            .map(|p| p.name.clone())
+            .collect(),
+        enforcers: h
+            .enforcers
+            .iter()
+            .map(|e| EnforcerLine {
+                enforcer: e.enforcer.clone(),
+                state: state_name(e.state).to_owned(),
+                revision: e.revision,
+                reason: e.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The login audit and the user-account alerts of `events`.
+fn login_and_account_alerts(
+    events: &[&HostEvent],
+    notes: &mut Vec<String>,
+) -> (LoginAudit, AccountAlerts) {
+    let rows = logins::summarize(events.iter().copied());
+    let mut totals = LoginTotals::default();
+    for r in &rows {
+        totals.attempts += r.attempts;
+        totals.failures += r.failures;
+        totals.successes += r.successes;
+        totals.brute_force += r.brute_force;
+    }
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| (e.event.at_ms, e.event.id.clone()));
+    let brute: Vec<&HostEvent> =
+        sorted.iter().copied().filter(|e| e.event.kind == "brute-force").collect();
+    let account: Vec<&HostEvent> = sorted
+        .iter()
+        .copied()
+        .filter(|e| ACCOUNT_EVENTS.contains(&e.event.kind.as_str()))
+        .collect();
+    let mut counts = BTreeMap::new();
+    for e in &account {
+        *counts.entry(e.event.kind.clone()).or_insert(0) += 1;
+    }
+    if account.len() > MAX_ALERTS || brute.len() > MAX_ALERTS {
+        notes.push(format!(
+            "alerts are listed up to {MAX_ALERTS} per list; the counts are complete"
+        ));
+    }
+    let logins = LoginAudit {
+        totals,
+        rows,
+        brute_force_alerts: brute.into_iter().take(MAX_ALERTS).map(alert).collect(),
+    };
+    let accounts =
+        AccountAlerts { counts, alerts: account.into_iter().take(MAX_ALERTS).map(alert).collect() };
+    (logins, accounts)
+}
+
+/// The revision in force, who applied it, and the policy changes of the period.
+fn policy_in_force(
+    inputs: &Inputs,
+    policies: &[&Policy],
+    notes: &mut Vec<String>,
+) -> PolicyInForce {
+    let r = &inputs.revisions;
+    let by = applied_by(&inputs.audit, r.released);
+    if by.is_none() && r.released > 0 {
+        notes.push(format!(
+            "no admin audit entry names policy revision {}; who applied it is unknown",
+            r.released
+        ));
+    }
+    if r.stored > r.released {
+        notes.push(format!(
+            "stored revision {} is staged (rollout {}); hosts are judged on the stored policies' annotations",
+            r.stored, r.rollout_phase
+        ));
+    }
+    let mut changes: Vec<PolicyChange> = inputs
+        .audit
+        .iter()
+        .filter(|e| is_policy_change(e) && e.at_unix_ms as i64 >= inputs.options.since_ms)
+        .map(|e| PolicyChange {
+            at: rfc3339(e.at_unix_ms as i64),
+            at_ms: e.at_unix_ms as i64,
+            who: e.who.clone(),
+            method: short_method(&e.method).to_owned(),
+            target: e.target.clone(),
+        })
+        .collect();
+    changes.sort_by_key(|c| c.at_ms);
+    PolicyInForce {
+        revision: r.released,
+        stored_revision: r.stored,
+        rollout_phase: r.rollout_phase.clone(),
+        applied_at: by.map(|e| rfc3339(e.at_unix_ms as i64)),
+        applied_at_ms: by.map(|e| e.at_unix_ms as i64),
+        applied_by: by.map(|e| e.who.clone()),
+        applied_with: by.map(|e| format!("{}: {}", short_method(&e.method), e.target)),
+        policies: policies.iter().map(|p| p.name.clone()).collect(),
+        changes,
+    }
+}
+
 /// Judges every host on every control that applies to it, and sums up the period.
 pub fn build(inputs: &Inputs) -> ComplianceReport {
     let o = &inputs.options;
@@ -708,7 +634,6 @@ pub fn build(inputs: &Inputs) -> ComplianceReport {
         .iter()
         .filter(|e| ids.contains(e.agent_id.as_str()) && e.event.at_ms >= o.since_ms)
         .collect();
-
     let mut drift = DriftCounts::new();
     for e in events.iter().filter(|e| DRIFT_EVENTS.contains(&e.event.kind.as_str())) {
         *drift
@@ -720,95 +645,38 @@ pub fn build(inputs: &Inputs) -> ComplianceReport {
 
     let mut results = Vec::new();
     let mut summaries = Vec::new();
-    let mut controls: BTreeMap<(Framework, String), ControlSummary> = BTreeMap::new();
-    let mut control_sites: BTreeMap<(Framework, String), BTreeMap<String, Totals>> =
-        BTreeMap::new();
-    let mut control_classes = control_sites.clone();
+    let mut tally = Tally::default();
     let (mut totals, mut sites, mut classes) =
         (Totals::default(), BTreeMap::new(), BTreeMap::new());
     let mut unjudged = Vec::new();
     for h in &hosts {
-        let site = label(&h.labels, SITE_LABEL);
-        let class = label(&h.labels, CLASS_LABEL);
-        let applies = applicable(&policies, &h.labels);
         let mut worst: Option<Status> = None;
-        for ((framework, control), (by, evidence)) in &applies {
-            let (status, reason) = judge(h, evidence, &drift, o.now_ms);
+        for ((framework, control), (by, evidence)) in applicable(&policies, &h.labels) {
+            let (status, reason) = judge(h, &evidence, &drift, o.now_ms);
             worst = worst.max(Some(status));
-            let key = (*framework, control.clone());
-            let summary = controls.entry(key.clone()).or_insert_with(|| ControlSummary {
-                framework: *framework,
-                control: control.clone(),
-                policies: Vec::new(),
-                enforcers: Vec::new(),
-                totals: Totals::default(),
-                by_site: Vec::new(),
-                by_class: Vec::new(),
-            });
-            summary.totals.add(status);
-            for p in by {
-                if !summary.policies.contains(p) {
-                    summary.policies.push(p.clone());
-                }
-            }
-            for e in evidence {
-                if !summary.enforcers.contains(e) {
-                    summary.enforcers.push(e.clone());
-                }
-            }
-            control_sites
-                .entry(key.clone())
-                .or_default()
-                .entry(site.clone())
-                .or_default()
-                .add(status);
-            control_classes.entry(key).or_default().entry(class.clone()).or_default().add(status);
-            results.push(ControlResult {
+            let result = ControlResult {
                 host_id: h.id.clone(),
                 hostname: h.hostname.clone(),
-                site: site.clone(),
-                class: class.clone(),
-                framework: *framework,
-                control: control.clone(),
+                site: label(&h.labels, SITE_LABEL),
+                class: label(&h.labels, CLASS_LABEL),
+                framework,
+                control,
                 status,
                 reason,
-            });
+            };
+            tally.add(&result, &by, &evidence);
+            results.push(result);
         }
+        let summary = host_summary(h, &policies, worst);
         match worst {
             Some(s) => {
                 totals.add(s);
-                sites.entry(site.clone()).or_insert_with(Totals::default).add(s);
-                classes.entry(class.clone()).or_insert_with(Totals::default).add(s);
+                sites.entry(summary.site.clone()).or_insert_with(Totals::default).add(s);
+                classes.entry(summary.class.clone()).or_insert_with(Totals::default).add(s);
             }
             None => unjudged.push(h.hostname.clone()),
         }
-        summaries.push(HostSummary {
-            id: h.id.clone(),
-            hostname: h.hostname.clone(),
-            site,
-            class,
-            labels: h.labels.clone(),
-            online: h.online,
-            last_seen: if h.last_seen_ms == 0 { "never".into() } else { rfc3339(h.last_seen_ms) },
-            last_seen_ms: h.last_seen_ms,
-            desired_revision: h.desired_revision,
-            status: worst,
-            policies: policies
-                .iter()
-                .filter(|p| p.selector.matches(&h.labels))
-                .map(|p| p.name.clone())
-                .collect(),
-            enforcers: h
-                .enforcers
-                .iter()
-                .map(|e| EnforcerLine {
-                    enforcer: e.enforcer.clone(),
-                    state: state_name(e.state).to_owned(),
-                    revision: e.revision,
-                    reason: e.reason.clone(),
-                })
-                .collect(),
-        });
+        summaries.push(summary);
     }
     if !unjudged.is_empty() {
         notes.push(format!(
@@ -817,85 +685,15 @@ pub fn build(inputs: &Inputs) -> ComplianceReport {
             unjudged.join(", ")
         ));
     }
-    let controls: Vec<ControlSummary> = controls
-        .into_iter()
-        .map(|(key, mut c)| {
-            c.by_site = group_totals(control_sites.remove(&key).unwrap_or_default());
-            c.by_class = group_totals(control_classes.remove(&key).unwrap_or_default());
-            c
-        })
-        .collect();
+    let controls = tally.finish();
     if controls.is_empty() {
         notes.push(
             "no stored policy names a checklist item or NIST SP 800-53 control in its annotations"
                 .into(),
         );
     }
-
-    // The login audit and account alerts.
-    let rows = logins::summarize(events.iter().copied());
-    let mut login_totals = LoginTotals::default();
-    for r in &rows {
-        login_totals.attempts += r.attempts;
-        login_totals.failures += r.failures;
-        login_totals.successes += r.successes;
-        login_totals.brute_force += r.brute_force;
-    }
-    let mut sorted = events.clone();
-    sorted.sort_by_key(|e| (e.event.at_ms, e.event.id.clone()));
-    let brute: Vec<Alert> =
-        sorted.iter().filter(|e| e.event.kind == "brute-force").map(|e| alert(e)).collect();
-    let account: Vec<&&HostEvent> =
-        sorted.iter().filter(|e| ACCOUNT_EVENTS.contains(&e.event.kind.as_str())).collect();
-    let mut counts = BTreeMap::new();
-    for e in &account {
-        *counts.entry(e.event.kind.clone()).or_insert(0) += 1;
-    }
-    if account.len() > MAX_ALERTS || brute.len() > MAX_ALERTS {
-        notes.push(format!(
-            "alerts are listed up to {MAX_ALERTS} per kind of list; counts are complete"
-        ));
-    }
-
-    // The policy in force.
-    let r = &inputs.revisions;
-    let by = applied_by(&inputs.audit, r.released);
-    if by.is_none() && r.released > 0 {
-        notes.push(format!(
-            "no admin audit entry names policy revision {}; who applied it is unknown",
-            r.released
-        ));
-    }
-    if r.stored > r.released {
-        notes.push(format!(
-            "stored revision {} is staged (rollout {}); hosts are judged on the stored policies' annotations",
-            r.stored, r.rollout_phase
-        ));
-    }
-    let mut changes: Vec<PolicyChange> = inputs
-        .audit
-        .iter()
-        .filter(|e| is_policy_change(e) && e.at_unix_ms as i64 >= o.since_ms)
-        .map(|e| PolicyChange {
-            at: rfc3339(e.at_unix_ms as i64),
-            at_ms: e.at_unix_ms as i64,
-            who: e.who.clone(),
-            method: short_method(&e.method).to_owned(),
-            target: e.target.clone(),
-        })
-        .collect();
-    changes.sort_by_key(|c| c.at_ms);
-    let policy = PolicyInForce {
-        revision: r.released,
-        stored_revision: r.stored,
-        rollout_phase: r.rollout_phase.clone(),
-        applied_at: by.map(|e| rfc3339(e.at_unix_ms as i64)),
-        applied_at_ms: by.map(|e| e.at_unix_ms as i64),
-        applied_by: by.map(|e| e.who.clone()),
-        applied_with: by.map(|e| format!("{}: {}", short_method(&e.method), e.target)),
-        policies: policies.iter().map(|p| p.name.clone()).collect(),
-        changes,
-    };
+    let (logins, accounts) = login_and_account_alerts(&events, &mut notes);
+    let policy = policy_in_force(inputs, &policies, &mut notes);
 
     ComplianceReport {
         schema: SCHEMA,
@@ -916,15 +714,8 @@ pub fn build(inputs: &Inputs) -> ComplianceReport {
         controls,
         hosts: summaries,
         results,
-        logins: LoginAudit {
-            totals: login_totals,
-            rows,
-            brute_force_alerts: brute.into_iter().take(MAX_ALERTS).collect(),
-        },
-        accounts: AccountAlerts {
-            counts,
-            alerts: account.iter().take(MAX_ALERTS).map(|e| alert(e)).collect(),
-        },
+        logins,
+        accounts,
         notes,
     }
 }
