@@ -41,6 +41,7 @@ thead th { background: #e8e8e8; }
 tbody th { font-weight: 600; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .s { font-weight: 600; white-space: nowrap; }
+.nw { white-space: nowrap; }
 .met { background: #dff0d8; }
 .repaired { background: #e6eefb; }
 .not-met { background: #f9d6d5; }
@@ -246,7 +247,7 @@ repaired) or <strong>met</strong>.</p>",
         for c in &r.controls {
             let _ = write!(
                 out,
-                "<tr><td>{}</td><th scope=\"row\">{}</th><td>{}</td><td>{}</td>{}</tr>",
+                "<tr><td class=\"nw\">{}</td><th scope=\"row\">{}</th><td>{}</td><td>{}</td>{}</tr>",
                 c.framework.title(),
                 escape(&c.control),
                 escape(&c.policies.join(", ")),
@@ -272,7 +273,7 @@ repaired) or <strong>met</strong>.</p>",
         for x in rows {
             let _ = write!(
                 out,
-                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td></tr>",
+                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td class=\"nw\">{}</td><td>{}</td>{}<td>{}</td></tr>",
                 escape(&x.hostname),
                 escape(&x.site),
                 escape(&x.class),
