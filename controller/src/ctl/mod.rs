@@ -4,6 +4,7 @@ pub mod bench;
 mod fleet;
 mod logins;
 mod policy;
+pub mod report;
 mod rollout;
 mod security;
 
@@ -104,6 +105,9 @@ pub enum Command {
     /// The login audit: attempts, failures, successes and sources per host and user.
     #[command(subcommand)]
     Logins(logins::LoginsCmd),
+    /// Reports for auditors: `report compliance` (HTML, JSON or CSV).
+    #[command(subcommand)]
+    Report(report::ReportCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +267,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Audit { since, who, method } => security::audit(&cli, *since, who, method).await,
         Command::Events(args) => fleet::events(&cli, args).await,
         Command::Logins(cmd) => logins::run(&cli, cmd).await,
+        Command::Report(cmd) => report::run(&cli, cmd).await,
     }
 }
 
