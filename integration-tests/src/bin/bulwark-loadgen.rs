@@ -22,9 +22,12 @@ struct Args {
     /// Enroll calls in flight at once.
     #[arg(long, default_value_t = 16)]
     enroll_concurrency: usize,
-    /// Events per report in the events scenario.
-    #[arg(long, default_value_t = 50)]
+    /// Events per report in the events scenario (a real agent sends up to 500).
+    #[arg(long, default_value_t = 100)]
     event_batch: usize,
+    /// Agents sending events in the events scenario, each one report after another.
+    #[arg(long, default_value_t = 1000)]
+    event_agents: usize,
     /// How long the events scenario sends.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     event_duration: Duration,
@@ -49,12 +52,22 @@ fn main() -> Result<()> {
         scenarios: args.scenarios,
         enroll_concurrency: args.enroll_concurrency,
         event_batch: args.event_batch,
+        event_agents: args.event_agents,
         event_duration: args.event_duration,
         step_timeout: args.step_timeout,
         verbose: true,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let results = runtime.block_on(loadgen::run(&config))?;
+    // On Ctrl-C or SIGTERM the run future is dropped, and with it the cluster (its
+    // processes are killed and its files removed).
+    let results = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = loadgen::run(&config) => r,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            _ = term.recv() => anyhow::bail!("terminated"),
+        }
+    })?;
     if let Some(path) = args.json {
         let text = serde_json::to_string_pretty(&results)?;
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -50,6 +50,8 @@ pub struct Config {
     pub enroll_concurrency: usize,
     /// Events per report in the events scenario.
     pub event_batch: usize,
+    /// Agents sending events at once (the first ones; at most the fleet).
+    pub event_agents: usize,
     /// How long the events scenario sends.
     pub event_duration: Duration,
     /// How long to wait for any one step (all agents received, all streaming...).
@@ -69,7 +71,8 @@ impl Default for Config {
                 Scenario::Events,
             ],
             enroll_concurrency: 16,
-            event_batch: 50,
+            event_batch: 100,
+            event_agents: 1_000,
             event_duration: Duration::from_secs(10),
             step_timeout: Duration::from_secs(300),
             verbose: true,

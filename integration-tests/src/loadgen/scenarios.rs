@@ -226,7 +226,8 @@ impl Bench<'_> {
     async fn events(&mut self) -> Result<Events> {
         let batch = self.config.event_batch.max(1);
         let duration = self.config.event_duration;
-        let agents: Vec<Arc<SimAgent>> = self.fleet.live().to_vec();
+        let live = self.fleet.live();
+        let agents: Vec<Arc<SimAgent>> = live[..self.config.event_agents.min(live.len())].to_vec();
         let started = Instant::now();
         let until = started + duration;
         let results = futures::stream::iter(agents.iter().cloned())
