@@ -260,7 +260,12 @@ impl Bench<'_> {
         e.events_per_s = e.events as f64 / seconds.max(1e-9);
         e.commit = Summary::of(latencies);
         if e.events <= 100_000 {
-            e.committed_listed = Some(self.count_logins().await?);
+            // A cross-check, not a figure: a cluster still recovering from the load may
+            // not answer it, which must not lose the figures.
+            match self.count_logins().await {
+                Ok(n) => e.committed_listed = Some(n),
+                Err(err) => println!("-- events stored, not counted: {err:#}"),
+            }
         }
         Ok(e)
     }
