@@ -27,7 +27,7 @@ const SERVERS: [(usize, &str); 5] =
 
 /// The `role` label of agent `index`.
 pub fn role_of(index: usize) -> &'static str {
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         return "modality";
     }
     SERVERS.iter().find(|(i, _)| *i == index).map_or("office", |(_, role)| role)
@@ -152,21 +152,17 @@ async fn stream_loop(agent: Arc<SimAgent>, revisions: watch::Sender<u64>, contro
             Ok(mut stream) => {
                 attempt = 0;
                 agent.progress().opened.push(Instant::now());
-                loop {
-                    match stream.message().await {
-                        Ok(Some(state)) => {
-                            let at = Instant::now();
-                            let revision = state.revision;
-                            {
-                                let mut p = agent.progress();
-                                p.received.push((revision, at));
-                                p.last = Some(Arc::new(state));
-                            }
-                            revisions.send_replace(revision);
-                        }
-                        Ok(None) | Err(_) => break,
+                while let Ok(Some(state)) = stream.message().await {
+                    let at = Instant::now();
+                    let revision = state.revision;
+                    {
+                        let mut p = agent.progress();
+                        p.received.push((revision, at));
+                        p.last = Some(Arc::new(state));
                     }
+                    revisions.send_replace(revision);
                 }
+                // The stream ended or broke.
                 agent.progress().stream_failures += 1;
             }
             Err(_) => agent.progress().stream_failures += 1,

@@ -45,6 +45,10 @@ async fn loadgen_scenarios_at_a_tiny_fleet() -> Result<()> {
     ensure!(e.agents == 24 && e.reports > 0, "{e:?}");
     ensure!(e.events == e.reports * 5, "every acknowledged report stores its 5 events: {e:?}");
     ensure!(e.not_stored == 0, "{e:?}");
-    ensure!(e.committed_listed == e.events, "the cluster lists what was acknowledged: {e:?}");
+    // Every acknowledged event is stored (a report whose ack was lost may be stored too).
+    ensure!(
+        e.committed_listed.is_some_and(|n| n >= e.events),
+        "the cluster lists what was acknowledged: {e:?}"
+    );
     Ok(())
 }
