@@ -51,6 +51,8 @@ pub struct Progress {
     pub last: Option<Arc<pb::DesiredState>>,
     pub stream_failures: u64,
     pub report_failures: u64,
+    /// Why the latest failed report failed.
+    pub report_error: Option<String>,
 }
 
 impl Progress {
@@ -185,8 +187,12 @@ async fn report_loop(agent: Arc<SimAgent>, mut revisions: watch::Receiver<u64>) 
         };
         match agent.client.report(report).await {
             Ok(_) => agent.progress().reported.push((revision, Instant::now())),
-            Err(_) => {
-                agent.progress().report_failures += 1;
+            Err(e) => {
+                {
+                    let mut p = agent.progress();
+                    p.report_failures += 1;
+                    p.report_error = Some(e.to_string());
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 // Report again (the newest revision) on the next turn.
                 revisions.mark_changed();

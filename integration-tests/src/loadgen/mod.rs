@@ -93,6 +93,10 @@ pub struct Rollout {
     pub reported: Summary,
     /// Agents that received it before the apply call had returned (counted as 0 ms).
     pub before_apply_returned: usize,
+    /// Reports that failed (and were sent again a second later) during the rollout.
+    pub report_failures: u64,
+    /// Why one of them failed.
+    pub report_error: Option<String>,
 }
 
 /// Controller memory at one fleet size.

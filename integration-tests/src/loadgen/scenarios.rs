@@ -108,6 +108,8 @@ impl Bench<'_> {
     async fn rollout(&mut self) -> Result<Rollout> {
         self.log_rate += 1;
         let files = self.pack_with_rate(self.log_rate)?;
+        let failures_before: u64 =
+            self.fleet.live().iter().map(|a| a.progress().report_failures).sum();
         let started = Instant::now();
         let reply = self.admin.apply_policies(files, false).await?;
         let t0 = Instant::now();
@@ -120,8 +122,13 @@ impl Bench<'_> {
         let mut received = Vec::new();
         let mut reported = Vec::new();
         let mut early = 0;
+        let (mut failures, mut report_error) = (0, None);
         for a in self.fleet.live() {
             let p = a.progress();
+            failures += p.report_failures;
+            if report_error.is_none() {
+                report_error.clone_from(&p.report_error);
+            }
             let (Some(r), Some(c)) = (p.received_at(revision), p.reported_at(revision)) else {
                 bail!("agent {} lost its progress", a.index);
             };
@@ -138,6 +145,8 @@ impl Bench<'_> {
             received: Summary::of(received),
             reported: Summary::of(reported),
             before_apply_returned: early,
+            report_failures: failures - failures_before,
+            report_error: if failures > failures_before { report_error } else { None },
         })
     }
 
@@ -449,8 +458,11 @@ pub(super) async fn run(config: &Config) -> Result<Results> {
             let r = bench.rollout().await?;
             current = r.revision;
             bench.say(&format!(
-                "rollout to {n}: received p99 {:.1} ms, reported p99 {:.1} ms",
-                r.received.p99_ms, r.reported.p99_ms
+                "rollout to {n}: received p99 {:.1} ms, reported p99 {:.1} ms; {} failed reports{}",
+                r.received.p99_ms,
+                r.reported.p99_ms,
+                r.report_failures,
+                r.report_error.as_deref().map(|e| format!(" (e.g. {e})")).unwrap_or_default()
             ));
             results.rollout.push(r);
         }
