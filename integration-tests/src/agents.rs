@@ -113,6 +113,23 @@ impl LabAgent {
         cluster.route_hints(Client::new(&tls, &endpoints, Duration::from_secs(10))?)
     }
 
+    /// A client presenting this agent's certificate to every node, trying node `first`
+    /// first and then the next ids in turn (how a fleet spreads over the nodes), retrying
+    /// for `retry_for`.
+    pub fn client_from(
+        &self,
+        cluster: &Cluster,
+        first: u64,
+        retry_for: Duration,
+    ) -> Result<Client> {
+        let mut ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        let start = ids.iter().position(|&id| id == first).unwrap_or(0);
+        ids.rotate_left(start);
+        let endpoints: Vec<String> = ids.iter().map(|&id| cluster.addr(id)).collect();
+        let tls = TlsMaterial::load(&self.files)?;
+        cluster.route_hints(Client::new(&tls, &endpoints, retry_for)?)
+    }
+
     /// A client presenting this agent's certificate to node `id` only.
     pub fn client_at(&self, cluster: &Cluster, id: u64) -> Result<Client> {
         let tls = TlsMaterial::load(&self.files)?;

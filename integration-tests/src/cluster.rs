@@ -421,6 +421,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// The process id of node `id`, while it runs (to read its memory in /proc).
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id).and_then(|n| n.child.as_ref()).map(Child::id)
+    }
+
     pub fn addr(&self, id: u64) -> String {
         self.nodes.get(&id).map(|n| n.addr.clone()).unwrap_or_default()
     }

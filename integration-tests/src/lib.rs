@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cluster;
 pub mod ctl;
 pub mod http;
+pub mod loadgen;
 pub mod netlab;
 pub mod wait;
 

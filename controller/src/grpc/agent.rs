@@ -80,6 +80,9 @@ fn agent_id<T>(req: &Request<T>) -> Result<String, Status> {
 
 type DesiredStream = ReceiverStream<Result<pb::DesiredState, Status>>;
 
+/// How often an idle stream looks for its agent's revocation by itself.
+const REVOCATION_LOOK: Duration = Duration::from_secs(30);
+
 #[tonic::async_trait]
 impl AgentService for AgentApi {
     async fn enroll(
@@ -336,8 +339,11 @@ async fn stream_desired(
         tokio::select! {
             changed = wake.changed() => if changed.is_err() { return },
             () = tx.closed() => return,
-            // A periodic look, so a stream never outlives a revocation by long.
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            // A revocation wakes the stream through the resolver (the revoked agent's own
+            // inputs changed); this slow look is only a safety net. Once a second, it cost
+            // a store read and a full resolution per stream per second: 10,000 a second
+            // with 10,000 agents connected, for nothing (bulwark-loadgen).
+            () = tokio::time::sleep(REVOCATION_LOOK) => {}
         }
     }
 }

@@ -18,6 +18,7 @@ mod t62_desired_state;
 mod t63_policy_rollback;
 mod t64_fleet_status;
 mod t65_rollout;
+mod t66_loadgen;
 mod t70_netlab;
 mod t75_agent_firewall;
 mod t80_monitors;
