@@ -1,8 +1,9 @@
 //! `bulwarkctl`: the admin command line. `main` parses [`Cli`] and calls [`run`].
 
 pub mod bench;
+mod console;
 mod fleet;
-mod logins;
+pub(crate) mod logins;
 mod policy;
 mod rollout;
 mod security;
@@ -104,6 +105,17 @@ pub enum Command {
     /// The login audit: attempts, failures, successes and sources per host and user.
     #[command(subcommand)]
     Logins(logins::LoginsCmd),
+    /// The web console: fleet overview, hosts, rollouts (pause, resume, abort, start),
+    /// alerts, the login audit, policy history and cluster health in a browser, updated
+    /// live.
+    ///
+    /// Served on 127.0.0.1 only (like `kubectl proxy`): it reads and acts through the
+    /// controller with this command's admin certificate, so the controller enforces your
+    /// role (viewers see everything and change nothing). Every asset is built in; no
+    /// internet access is needed. Open the printed address in a browser on this machine.
+    ///
+    /// Example: bulwarkctl console --listen 127.0.0.1:8080
+    Console(console::ConsoleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +275,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Audit { since, who, method } => security::audit(&cli, *since, who, method).await,
         Command::Events(args) => fleet::events(&cli, args).await,
         Command::Logins(cmd) => logins::run(&cli, cmd).await,
+        Command::Console(args) => console::run(&cli, args).await,
     }
 }
 
