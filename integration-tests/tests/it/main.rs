@@ -24,3 +24,4 @@ mod t80_monitors;
 mod t90_demo;
 mod t95_packaging;
 mod t96_helm;
+mod t97_console;
