@@ -160,15 +160,12 @@ fn refusal(method: &Method, headers: &HeaderMap) -> Option<&'static str> {
             "a console action must come from the console's own page (missing X-Bulwark-Console header)",
         );
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if origin.to_str().ok() != Some(&format!("http://{host}")) {
-            return Some("a console action must come from the console's own origin");
-        }
-    }
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if site != "same-origin" {
-            return Some("a console action must come from the console's own origin");
-        }
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .is_some_and(|o| o.to_str().ok() != Some(&format!("http://{host}")));
+    let cross_site = headers.get("sec-fetch-site").is_some_and(|s| s != "same-origin");
+    if foreign_origin || cross_site {
+        return Some("a console action must come from the console's own origin");
     }
     None
 }

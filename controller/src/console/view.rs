@@ -304,13 +304,13 @@ pub fn host(id: &str, shown: Result<pb::ShowAgentReply, ClientError>) -> String 
 pub fn rollout(status: Result<pb::RolloutStatus, ClientError>, fleet: Option<Fleet>) -> String {
     let mut body = String::new();
     body.push_str(
-        r#"<section id="rollout" data-live="rollout fleet" aria-label="Rollout progress">"#,
+        r#"<div class="rollout-grid"><section id="rollout" data-live="rollout fleet" aria-label="Rollout progress">"#,
     );
     let s = match status {
         Ok(s) => s,
         Err(e) => {
             body.push_str(&error_banner("Reading the rollout failed", &e));
-            body.push_str("</section>");
+            body.push_str("</section></div>");
             return layout("Rollout", "/rollout", &body);
         }
     };
@@ -325,7 +325,7 @@ pub fn rollout(status: Result<pb::RolloutStatus, ClientError>, fleet: Option<Fle
     if s.phase != "none" {
         facts.push(("Target revision", s.target_revision.to_string()));
         facts.push((
-            "Canaries",
+            "Selection",
             if s.selection.is_empty() { "-".into() } else { esc(&s.selection) },
         ));
     }
@@ -412,7 +412,7 @@ pub fn rollout(status: Result<pb::RolloutStatus, ClientError>, fleet: Option<Fle
 <p><label for="percent">or percentage of hosts</label> <input id="percent" name="percent" inputmode="numeric" pattern="[0-9]*" placeholder="5"></p>
 <p><label for="wait">Canaries must confirm within</label> <input id="wait" name="wait" value="10m"></p>
 <p><button type="submit" id="start">Start rollout</button></p>
-</fieldset></form></section>"#
+</fieldset></form></section></div>"#
     );
     layout("Rollout", "/rollout", &body)
 }

@@ -92,6 +92,7 @@
       out.className = 'result ' + (ok ? 'ok' : 'error');
       out.setAttribute('role', ok ? 'status' : 'alert');
       out.textContent = message;
+      out.scrollIntoView({ block: 'nearest' });
     }
     if (ok) { schedule('rollout'); schedule('fleet'); }
   });
