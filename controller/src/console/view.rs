@@ -638,8 +638,8 @@ pub fn diff(old: &str, new: &str) -> String {
                 } else {
                     format!(r#"<span class="visually-hidden">{label}</span>"#)
                 };
+                // The spans are blocks: no newline between them.
                 let _ = write!(out, r#"<span class="{class}">{sr}{sign} {}</span>"#, esc(line));
-                out.push('\n');
             }
         }
     }
@@ -665,11 +665,16 @@ pub fn policy_history(key: &str, entries: Result<Vec<pb::HistoryEntry>, ClientEr
                     (_, 0) => "created (or oldest retained)",
                     _ => "changed",
                 };
+                // The oldest retained revision is shown whole; later ones as changes.
+                let shown = if i == 0 && e.op != "delete" {
+                    format!(r#"<pre class="doc">{}</pre>"#, esc(&texts[i]))
+                } else {
+                    diff(prev, &texts[i])
+                };
                 let _ = write!(
                     body,
-                    r#"<article class="revision"><h2>Revision {}: {what}</h2>{}</article>"#,
+                    r#"<article class="revision"><h2>Revision {}: {what}</h2>{shown}</article>"#,
                     e.revision,
-                    diff(prev, &texts[i])
                 );
             }
             if entries.is_empty() {

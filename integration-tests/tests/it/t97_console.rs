@@ -550,11 +550,24 @@ async fn drive(
     );
     ensure!(count(b, "#logins script").await? == 0, "a user name was rendered as markup");
 
-    // Policies and one document's history with its diffs.
+    // Policies and one document's history: created, then changed (a diff).
+    for cidrs in ["[198.18.99.0/24]", "[198.18.99.0/24, 198.18.98.0/24]"] {
+        let doc = format!(
+            "apiVersion: bulwark.io/v1\nkind: Segment\nmetadata: {{name: console-lab}}\nspec: {{cidrs: {cidrs}}}\n"
+        );
+        admin.apply_policies(vec![("console-lab.yaml".into(), doc)], false).await?;
+    }
     page(b, &op, "/policies", "Policies", shots, "08-policies").await?;
-    click(b, "a[href='/policies/Policy/baseline']").await?;
-    wait_text(b, "h1", "Policy history: Policy/baseline", Duration::from_secs(10)).await?;
-    ensure!(count(b, "pre.diff .add").await? > 0, "no diff lines");
+    ensure!(text(b, "#documents").await?.contains("Policy/baseline"), "the pack is not listed");
+    click(b, "a[href='/policies/Segment/console-lab']").await?;
+    wait_text(b, "h1", "Policy history: Segment/console-lab", Duration::from_secs(10)).await?;
+    ensure!(count(b, "article.revision").await? == 2, "{}", text(b, "#history").await?);
+    ensure!(count(b, "pre.diff .add").await? > 0, "no added lines");
+    ensure!(
+        text(b, "pre.diff").await?.contains("added: + ")
+            && text(b, "pre.diff").await?.contains("198.18.98.0/24"),
+        "the added CIDR is not marked"
+    );
     shot(b, shots, "09-policy-history").await?;
 
     // Cluster health: three members, one leader.
