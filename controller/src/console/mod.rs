@@ -346,7 +346,8 @@ fn since_ms(since: &str, default: Duration) -> (String, i64) {
     (text, now_ms() - d.as_millis() as i64)
 }
 
-/// Every stored event matching `req` (paged), at most `cap`, oldest first.
+/// The newest `cap` stored events matching `req`, oldest first. Events come oldest first,
+/// so every page is read (at most 100 pages of 10,000, the store's default maximum).
 async fn all_events(
     client: &Client,
     mut req: pb::ListEventsRequest,
@@ -354,17 +355,17 @@ async fn all_events(
 ) -> Result<Vec<pb::StoredEvent>, ClientError> {
     let mut out = Vec::new();
     req.limit = 10_000;
-    loop {
+    for _ in 0..100 {
         let reply = client.list_events(req.clone()).await?;
         out.extend(reply.events);
-        if reply.next.is_empty() || out.len() >= cap {
-            // Keep the newest when there are more than `cap`.
-            let excess = out.len().saturating_sub(cap);
-            out.drain(..excess);
-            return Ok(out);
+        let excess = out.len().saturating_sub(cap);
+        out.drain(..excess);
+        if reply.next.is_empty() {
+            break;
         }
         req.after = reply.next;
     }
+    Ok(out)
 }
 
 async fn alerts_page(State(app): State<Shared>, Query(q): Query<SinceQuery>) -> Html<String> {

@@ -626,6 +626,9 @@ async fn drive(
     ensure!(admin.rollout("status").await?.phase == "aborted", "the controller did not abort");
     shot(b, shots, "16-rollout-aborted").await?;
 
+    // The overview again, its chart now covering the whole run.
+    page(b, &op, "/", "Fleet overview", shots, "17-fleet-later").await?;
+
     // Keyboard: the first Tab lands on the skip link, which is visible when focused.
     b.goto(&format!("{op}/")).await?;
     let tab = '\u{e004}';
