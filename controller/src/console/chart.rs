@@ -14,6 +14,17 @@ const RIGHT: f64 = 12.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 28.0;
 
+/// A small vertical offset per state, so lines at the same count lie side by side
+/// instead of hiding each other.
+fn nudge(s: HostState) -> f64 {
+    match s {
+        HostState::Compliant => -3.0,
+        HostState::Drifted => -1.0,
+        HostState::Failed => 1.0,
+        _ => 3.0,
+    }
+}
+
 /// (stroke colour, dash pattern) per charted state; colours keep 3:1 against white.
 fn style(s: HostState) -> (&'static str, &'static str) {
     match s {
@@ -85,7 +96,7 @@ pub fn svg(samples: &[Sample]) -> String {
                 out,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
                 W - RIGHT,
-                y(samples[0].counts.get(h))
+                y(samples[0].counts.get(h)) + nudge(h)
             );
         }
     } else {
@@ -94,12 +105,13 @@ pub fn svg(samples: &[Sample]) -> String {
             // A step line: a count holds until the next sample.
             let mut points = String::new();
             let mut prev: Option<u32> = None;
+            let yn = |v: u32| y(v) + nudge(h);
             for s in samples {
                 let v = s.counts.get(h);
                 if let Some(p) = prev {
-                    let _ = write!(points, "{:.1},{:.1} ", x(s.at_ms), y(p));
+                    let _ = write!(points, "{:.1},{:.1} ", x(s.at_ms), yn(p));
                 }
-                let _ = write!(points, "{:.1},{:.1} ", x(s.at_ms), y(v));
+                let _ = write!(points, "{:.1},{:.1} ", x(s.at_ms), yn(v));
                 prev = Some(v);
             }
             let dash = if dash.is_empty() {
