@@ -8,6 +8,7 @@ use bulwark_agent::enforce::wireless;
 use bulwark_agent::enroll::{EnrollOptions, Trust, enroll};
 use bulwark_agent::host::Host;
 use bulwark_agent::identity::StateDir;
+use bulwark_agent::monitor::logins::GivenSources;
 use bulwark_agent::monitor::users::lock::LockRecord;
 use bulwark_agent::run::{RunOptions, run, status_text};
 use clap::{Parser, Subcommand};
@@ -67,17 +68,8 @@ enum Command {
         /// A status report goes out at least this often.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
-        /// A log file to read login attempts from (syslog format; repeatable). Default,
-        /// with no --auth-log or --journal-*: the system journal if the host has one, else
-        /// /var/log/auth.log and /var/log/secure under --root.
-        #[arg(long = "auth-log", value_name = "FILE")]
-        auth_logs: Vec<PathBuf>,
-        /// A journal file to read login attempts from (repeatable; tests, forensics).
-        #[arg(long = "journal-file", value_name = "FILE")]
-        journal_files: Vec<PathBuf>,
-        /// A journal directory to read login attempts from (repeatable).
-        #[arg(long = "journal-dir", value_name = "DIR")]
-        journal_dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        logins: GivenSources,
         /// Serve Prometheus /metrics here (enforcer states, drift repairs, spool depth), or
         /// `off`.
         #[arg(long, env = "BULWARK_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
@@ -192,9 +184,7 @@ async fn main_result(cli: Cli) -> Result<(), String> {
             confirm_within,
             heartbeat,
             metrics_listen,
-            auth_logs,
-            journal_files,
-            journal_dirs,
+            logins,
         } => {
             let opts = RunOptions {
                 state_dir: cli.state_dir,
@@ -204,9 +194,7 @@ async fn main_result(cli: Cli) -> Result<(), String> {
                 confirm_within,
                 heartbeat,
                 metrics_listen: (metrics_listen != "off").then_some(metrics_listen),
-                auth_logs,
-                journal_files,
-                journal_dirs,
+                logins,
             };
             run(opts, shutdown_signal()).await.map_err(|e| e.to_string())
         }

@@ -23,7 +23,7 @@ use crate::enroll::host_facts;
 use crate::host::Host;
 use crate::identity::{IdentityError, StateDir, write_atomically};
 use crate::monitor::EventSink;
-use crate::monitor::logins::{LoginMonitor, LoginSources};
+use crate::monitor::logins::{GivenSources, LoginMonitor, LoginSources};
 use crate::monitor::users::UsersMonitor;
 use crate::sync::{Link, Reporter, renew_forever, stream_desired};
 
@@ -48,11 +48,8 @@ pub struct RunOptions {
     pub confirm_within: Duration,
     /// A report goes out at least this often.
     pub heartbeat: Duration,
-    /// Login log files (`--auth-log`), as given; empty: the host's defaults.
-    pub auth_logs: Vec<PathBuf>,
-    /// Journal files / directories to read logins from instead of the system journal.
-    pub journal_files: Vec<PathBuf>,
-    pub journal_dirs: Vec<PathBuf>,
+    /// Login sources as given; none: the host's defaults.
+    pub logins: GivenSources,
     /// Where to serve `/metrics` (`None`: not at all).
     pub metrics_listen: Option<String>,
 }
@@ -166,12 +163,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     tasks.spawn(users.run(desired_rx.clone(), stop_rx.clone()));
     let logins = LoginMonitor {
         sink,
-        sources: LoginSources::resolve(
-            &host,
-            &opts.auth_logs,
-            &opts.journal_files,
-            &opts.journal_dirs,
-        ),
+        sources: LoginSources::resolve(&host, &opts.logins),
         hostname: std::fs::read_to_string(host.path("/etc/hostname"))
             .map(|h| h.trim().to_owned())
             .unwrap_or_default(),

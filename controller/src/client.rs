@@ -430,6 +430,20 @@ impl Client {
         .await
     }
 
+    /// Releases `user` on agent `id` (see `FleetService.UnlockAccount`).
+    pub async fn unlock_account(
+        &self,
+        id: &str,
+        user: &str,
+    ) -> Result<pb::AgentReply, ClientError> {
+        let req = pb::UnlockAccountRequest { id: id.to_owned(), user: user.to_owned() };
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(Self::fleet(c).unlock_account(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     /// Enrolls with a bootstrap token (a [`Client::anonymous`] suffices). Not retried: each
     /// attempt may use up one of the token's uses.
     pub async fn enroll(&self, req: pb::EnrollRequest) -> Result<pb::EnrollReply, ClientError> {

@@ -16,6 +16,7 @@ pub mod node;
 pub mod pki;
 pub mod policy;
 pub mod raft;
+pub mod report;
 pub mod security;
 pub mod store;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 //! starting `bulwark.`, which the raw StoreService refuses to write: they change only
 //! through these functions, and the audit log is append-only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -148,6 +148,9 @@ pub struct AgentRecord {
     pub enrolled_at: u64,
     pub cert_not_after: u64,
     pub token_id: String,
+    /// Accounts an operator released on this host (`bulwarkctl agents unlock`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub released_accounts: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +294,13 @@ pub async fn enroll(
             )));
         }
         record.uses_left -= 1;
+        // A re-enrolled host keeps the accounts an operator released on it.
+        let released_accounts = match reenroll_id {
+            Some(id) => read::<AgentRecord>(&node.reader, AGENT, id)?
+                .map(|(a, _)| a.released_accounts)
+                .unwrap_or_default(),
+            None => BTreeSet::new(),
+        };
         let agent = AgentRecord {
             id: agent_id.clone(),
             hostname: facts.hostname.clone(),
@@ -301,6 +311,7 @@ pub async fn enroll(
             enrolled_at: unix_now(),
             cert_not_after: not_after(&cert_pem),
             token_id: token_id.clone(),
+            released_accounts,
         };
         let mut ops = vec![put(TOKEN, &token_id, json(&record)?, Some(token_rev))];
         match reenroll_id {
@@ -381,6 +392,44 @@ pub async fn revoke_agent(
     commit(node, put(REVOKED_AGENT, id, json(&revocation)?, None)).await?;
     tracing::info!(agent_id = %id, by = %by.name(), "agent revoked");
     Ok(agent)
+}
+
+/// Releases `user` on agent `id`: the agent's desired state lists it, so the agent removes
+/// the lock Bulwark put on it and never locks it again. Idempotent.
+pub async fn release_account(
+    node: &Node,
+    id: &str,
+    user: &str,
+    by: &Caller,
+) -> Result<AgentRecord, NodeError> {
+    if !valid_account_name(user) {
+        return Err(NodeError::Invalid(format!(
+            "{user:?} is not an account name (letters, digits, '.', '_', '-', at most 32, not starting with '-')"
+        )));
+    }
+    loop {
+        node.read_barrier(Consistency::Linearizable).await?;
+        let (mut agent, revision) =
+            read::<AgentRecord>(&node.reader, AGENT, id)?.ok_or_else(|| {
+                NodeError::NotFound(format!("agent {id} is not enrolled in this cluster"))
+            })?;
+        if !agent.released_accounts.insert(user.to_owned()) {
+            return Ok(agent);
+        }
+        // The record may change under us (renewal, host facts): compare-and-set, again.
+        let written = commit(node, put(AGENT, id, json(&agent)?, Some(revision))).await?;
+        if written.outcome.conflict.is_none() {
+            tracing::info!(agent_id = %id, user, by = %by.name(), "account released");
+            return Ok(agent);
+        }
+    }
+}
+
+/// A local account name as useradd accepts it by default.
+fn valid_account_name(user: &str) -> bool {
+    (1..=32).contains(&user.len())
+        && !user.starts_with('-')
+        && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-$".contains(&b))
 }
 
 pub async fn permit_reenroll(node: &Node, id: &str, by: &Caller) -> Result<AgentRecord, NodeError> {

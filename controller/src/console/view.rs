@@ -521,15 +521,18 @@ pub fn logins(events: Result<Vec<pb::StoredEvent>, ClientError>, f: &LoginFilter
         Ok(events) => {
             let events: Vec<pb::StoredEvent> =
                 events.into_iter().filter(|e| f.matches(e)).collect();
-            let rows = crate::ctl::logins::summarize(&events);
+            // The same sums as `bulwarkctl logins report` and the compliance report.
+            let host_events: Vec<crate::report::HostEvent> =
+                events.iter().cloned().map(crate::ctl::report::host_event).collect();
+            let rows = crate::report::logins::summarize(&host_events);
             body.push_str(r#"<h2>Per host and user</h2><table class="grid"><thead><tr><th scope="col">Host</th><th scope="col">User</th><th scope="col" class="num">Attempts</th><th scope="col" class="num">Failed</th><th scope="col" class="num">Succeeded</th><th scope="col" class="num">Brute force</th><th scope="col">Sources</th></tr></thead><tbody>"#);
-            for ((host, user), r) in &rows {
+            for r in &rows {
                 let sources: Vec<&str> = r.sources.iter().map(String::as_str).collect();
                 let _ = write!(
                     body,
                     r#"<tr><td>{}</td><td>{}</td><td class="num">{}</td><td class="num{}">{}</td><td class="num">{}</td><td class="num{}">{}</td><td>{}</td></tr>"#,
-                    esc(host),
-                    esc(user),
+                    esc(&r.host),
+                    esc(&r.user),
                     r.attempts,
                     if r.failures > 0 { " attention" } else { "" },
                     r.failures,

@@ -255,6 +255,7 @@ pub fn synthetic_fleet(
                 enrolled_at: 0,
                 cert_not_after: 0,
                 token_id: String::new(),
+                released_accounts: Default::default(),
             };
             (agent, None, i as u64 + 1)
         })
@@ -362,6 +363,7 @@ fn incremental(docs: Vec<crate::policy::Document>, fleet: Vec<crate::security::A
         enrolled_at: 0,
         cert_not_after: 0,
         token_id: String::new(),
+        released_accounts: Default::default(),
     };
     let t = Instant::now();
     let affected = core.set_agent("agt-new", Some((agent, None, revision)));

@@ -41,6 +41,15 @@ pub enum AgentCmd {
     },
     /// Let an enrolled agent id enroll once more (e.g. after its certificate expired offline).
     PermitReenroll { id: String },
+    /// Release an account the agent locked under a users policy with `action: lock`: the
+    /// agent removes Bulwark's lock (the `!` it put before the password hash) and never
+    /// locks that account again; a `user-unlocked` event confirms it.
+    Unlock {
+        /// The agent (id, as `agents list` shows).
+        id: String,
+        /// The local account name.
+        user: String,
+    },
 }
 
 /// `bulwarkctl events`.
@@ -325,6 +334,13 @@ pub async fn agent(cli: &Cli, cmd: &AgentCmd) -> Result<(), CtlError> {
         AgentCmd::PermitReenroll { id } => {
             client.permit_reenroll(id).await?;
             println!("agent {id} may enroll once more (with a valid token)");
+        }
+        AgentCmd::Unlock { id, user } => {
+            client.unlock_account(id, user).await?;
+            println!(
+                "account {user} released on agent {id}; the agent unlocks it when it next \
+                 receives its desired state (watch for user-unlocked: bulwarkctl events --kind user-unlocked)"
+            );
         }
     }
     Ok(())

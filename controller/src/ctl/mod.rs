@@ -3,8 +3,9 @@
 pub mod bench;
 mod console;
 mod fleet;
-pub(crate) mod logins;
+mod logins;
 mod policy;
+pub mod report;
 mod rollout;
 mod security;
 
@@ -105,6 +106,9 @@ pub enum Command {
     /// The login audit: attempts, failures, successes and sources per host and user.
     #[command(subcommand)]
     Logins(logins::LoginsCmd),
+    /// Reports for auditors: `report compliance` (HTML, JSON or CSV).
+    #[command(subcommand)]
+    Report(report::ReportCmd),
     /// The web console: fleet overview, hosts, rollouts (pause, resume, abort, start),
     /// alerts, the login audit, policy history and cluster health in a browser, updated
     /// live.
@@ -275,6 +279,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Audit { since, who, method } => security::audit(&cli, *since, who, method).await,
         Command::Events(args) => fleet::events(&cli, args).await,
         Command::Logins(cmd) => logins::run(&cli, cmd).await,
+        Command::Report(cmd) => report::run(&cli, cmd).await,
         Command::Console(args) => console::run(&cli, args).await,
     }
 }

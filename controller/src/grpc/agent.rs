@@ -279,6 +279,7 @@ pub fn resolved_to_pb(r: Resolved) -> pb::DesiredState {
             lock_unexpected: u.value.action == UserAction::Lock,
             audit: audit(u.mode),
             policy: u.policy,
+            released_accounts: r.released_accounts,
         }),
         logins: r.logins.map(|l| pb::LoginState {
             record: l.value.record,

@@ -72,7 +72,7 @@ pub fn rule(path: &str) -> Option<Rule> {
             r(Who::Admin(Viewer), false)
         }
         ("bulwark.v1.FleetService", "ListAgents" | "ShowAgent") => r(Who::Admin(Viewer), false),
-        ("bulwark.v1.FleetService", "RevokeAgent" | "PermitReenroll") => {
+        ("bulwark.v1.FleetService", "RevokeAgent" | "PermitReenroll" | "UnlockAccount") => {
             r(Who::Admin(Operator), true)
         }
         ("bulwark.v1.PolicyService", "Apply" | "DeleteDocument" | "Rollback") => {

@@ -266,4 +266,18 @@ impl FleetService for FleetApi {
         let agent = security::permit_reenroll(&self.node, &id, &by).await?;
         Ok(audited(pb::AgentReply { agent: Some(agent_to_pb(agent, None)) }, format!("agent {id}")))
     }
+
+    async fn unlock_account(
+        &self,
+        req: Request<pb::UnlockAccountRequest>,
+    ) -> Result<Response<pb::AgentReply>, Status> {
+        let by = caller(&req);
+        let r = req.into_inner();
+        let agent = security::release_account(&self.node, &r.id, &r.user, &by).await?;
+        let reason = security::agent_revoked(&self.node.reader, &r.id);
+        Ok(audited(
+            pb::AgentReply { agent: Some(agent_to_pb(agent, reason)) },
+            format!("agent {} account {}", r.id, r.user),
+        ))
+    }
 }

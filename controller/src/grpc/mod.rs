@@ -9,7 +9,7 @@ pub(crate) mod agent;
 pub mod auth;
 mod cluster;
 mod event;
-mod fleet;
+pub(crate) mod fleet;
 mod policy;
 mod raft;
 mod rollout;

@@ -59,6 +59,12 @@ fn dry(dry_run: bool) -> &'static str {
     if dry_run { " (dry run)" } else { "" }
 }
 
+/// How an audit entry names the revision a change was stored at (nothing when none was),
+/// so a compliance report can tell who put a revision in force.
+fn stored_as(revision: u64) -> String {
+    if revision > 0 { format!(", stored as revision {revision}") } else { String::new() }
+}
+
 fn staged(staged: bool) -> &'static str {
     if staged { " (staged)" } else { "" }
 }
@@ -73,8 +79,13 @@ impl PolicyService for PolicyApi {
         let sources: Vec<(String, String)> =
             r.files.into_iter().map(|f| (f.name, f.text)).collect();
         let outcome = policy_store::apply(&self.node, &sources, r.dry_run, r.staged).await?;
-        let target =
-            format!("{} documents{}{}", outcome.changes.len(), staged(r.staged), dry(r.dry_run));
+        let target = format!(
+            "{} documents{}{}{}",
+            outcome.changes.len(),
+            staged(r.staged),
+            dry(r.dry_run),
+            stored_as(outcome.revision)
+        );
         Ok(audited(applied_to_pb(outcome), target))
     }
 
@@ -114,7 +125,7 @@ impl PolicyService for PolicyApi {
         let revision = policy_store::delete(&self.node, &key).await?;
         let outcome =
             Applied { revision, changes: vec![(key.clone(), "deleted")], ..Applied::default() };
-        Ok(audited(applied_to_pb(outcome), key))
+        Ok(audited(applied_to_pb(outcome), format!("{key}{}", stored_as(revision))))
     }
 
     async fn history(
@@ -141,7 +152,13 @@ impl PolicyService for PolicyApi {
         let r = req.into_inner();
         let outcome =
             policy_store::rollback(&self.node, r.to_revision, r.dry_run, r.staged).await?;
-        let target = format!("to revision {}{}{}", r.to_revision, staged(r.staged), dry(r.dry_run));
+        let target = format!(
+            "to revision {}{}{}{}",
+            r.to_revision,
+            staged(r.staged),
+            dry(r.dry_run),
+            stored_as(outcome.revision)
+        );
         Ok(audited(applied_to_pb(outcome), target))
     }
 }

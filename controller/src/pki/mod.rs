@@ -88,6 +88,14 @@ fn uri(s: String) -> Result<SanType, PkiError> {
     Ok(SanType::URI(s.try_into().map_err(|_| PkiError::Invalid("invalid SAN URI".into()))?))
 }
 
+/// SHA-256 of the first certificate (DER) in `cert_pem`, hex: a CA's fingerprint as
+/// `bulwarkctl pki init` prints it and `bulwark-agent enroll --ca-fingerprint` pins it.
+pub fn fingerprint(cert_pem: &str) -> Result<String, PkiError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| PkiError::Invalid(format!("CA certificate: {e}")))?;
+    Ok(hex::encode(ring::digest::digest(&ring::digest::SHA256, &pem.contents)))
+}
+
 impl Ca {
     /// A new CA with a fresh key.
     pub fn generate(name: &str) -> Result<Self, PkiError> {
@@ -143,9 +151,7 @@ impl Ca {
     /// SHA-256 of the CA certificate (DER), hex: what `bulwark-agent enroll
     /// --ca-fingerprint` pins.
     pub fn fingerprint(&self) -> Result<String, PkiError> {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes())
-            .map_err(|e| PkiError::Invalid(format!("CA certificate: {e}")))?;
-        Ok(hex::encode(ring::digest::digest(&ring::digest::SHA256, &pem.contents)))
+        fingerprint(&self.cert_pem)
     }
 
     /// The CA key as PEM, to write it once at `pki init`.

@@ -71,6 +71,8 @@ pub struct Resolved {
     pub wireless: Option<Decided<Wireless>>,
     pub passwords: Option<Decided<Passwords>>,
     pub users: Option<Decided<Users>>,
+    /// Accounts an operator released on this agent (`bulwarkctl agents unlock`).
+    pub released_accounts: Vec<String>,
     pub logins: Option<Decided<Logins>>,
 }
 
@@ -259,6 +261,7 @@ pub fn resolve_from<'m>(
         wireless: decide(&policies, |p| p.wireless.as_ref()),
         passwords: decide(&policies, |p| p.passwords.as_ref()),
         users: decide(&policies, |p| p.users.as_ref()),
+        released_accounts: agent.released_accounts.iter().cloned().collect(),
         logins: decide(&policies, |p| p.logins.as_ref()),
     }
 }

@@ -21,6 +21,7 @@ mod t65_rollout;
 mod t70_netlab;
 mod t75_agent_firewall;
 mod t80_monitors;
+mod t85_compliance;
 mod t90_demo;
 mod t95_packaging;
 mod t96_helm;

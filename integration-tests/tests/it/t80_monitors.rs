@@ -127,7 +127,11 @@ async fn real_useradd_and_real_sshd_logins_reach_the_controller() -> Result<()> 
         &cluster,
         &ws,
         &token(&admin).await?,
-        &["--auth-log={root}/var/log/auth.log"],
+        &[
+            "--auth-log={root}/var/log/auth.log",
+            "--btmp={root}/var/log/btmp",
+            "--wtmp={root}/var/log/wtmp",
+        ],
     )
     .await?;
     let root = agent.root.clone();
@@ -189,8 +193,15 @@ async fn real_useradd_and_real_sshd_logins_reach_the_controller() -> Result<()> 
     })
     .await?;
 
-    // A real sshd in ws1, with the lab root's accounts bind-mounted in a private mount
-    // namespace and logging into the agent root's auth log.
+    // A real sshd in ws1, with the lab root's accounts and /var/log bind-mounted in a
+    // private mount namespace, logging into the agent root's auth log and writing its
+    // btmp and wtmp records there (sshd appends to btmp only when it exists, root-owned,
+    // not group- or world-accessible).
+    let (btmp, wtmp) = (root.join("var/log/btmp"), root.join("var/log/wtmp"));
+    for (f, mode) in [(&btmp, 0o600), (&wtmp, 0o664)] {
+        std::fs::write(f, b"")?;
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
     let ssh_dir = agent.dir().join("sshd");
     std::fs::create_dir_all(&ssh_dir)?;
     let d = ssh_dir.display();
@@ -210,6 +221,7 @@ async fn real_useradd_and_real_sshd_logins_reach_the_controller() -> Result<()> 
          mount --bind {prefix}/etc/passwd /etc/passwd && \
          mount --bind {prefix}/etc/shadow /etc/shadow && \
          mount --bind {prefix}/etc/group /etc/group && \
+         mount --bind {prefix}/var/log /var/log && \
          exec /usr/sbin/sshd -D -E {} -f {d}/sshd_config",
         log.display()
     );
@@ -223,19 +235,20 @@ async fn real_useradd_and_real_sshd_logins_reach_the_controller() -> Result<()> 
         Ok(())
     })
     .await?;
-    let ssh = |password: &str| {
+    // The successful login asks for a terminal (-tt), so sshd records a wtmp session.
+    let ssh = |password: &str, tty: &str| {
         format!(
             "sshpass -p '{password}' ssh -F /dev/null -o StrictHostKeyChecking=no \
              -o UserKnownHostsFile=/dev/null -o PreferredAuthentications=password \
              -o PubkeyAuthentication=no -o NumberOfPasswordPrompts=1 -o ConnectTimeout=5 \
-             rad@{} true",
+             {tty} rad@{} true",
             ws.addr()
         )
     };
     for _ in 0..5 {
-        ensure!(sh(Some(&intruder), &ssh("wrong")).is_err(), "a wrong password logged in");
+        ensure!(sh(Some(&intruder), &ssh("wrong", "")).is_err(), "a wrong password logged in");
     }
-    sh(Some(&intruder), &ssh("s3cret-PW")).context("the right password")?;
+    sh(Some(&intruder), &ssh("s3cret-PW", "-tt")).context("the right password")?;
 
     let logins =
         eventually("6 logins and a brute-force alert", Duration::from_secs(20), || async {
@@ -250,8 +263,12 @@ async fn real_useradd_and_real_sshd_logins_reach_the_controller() -> Result<()> 
             Ok(ev)
         })
         .await?;
-    // Settle: nothing more may come.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // sshd wrote a btmp record per failure and a wtmp session: the same attempts, which
+    // must not come twice. Settle past the records' hold: nothing more may come.
+    let records = |f: &Path| std::fs::metadata(f).map(|m| m.len() / 384).unwrap_or(0);
+    ensure!(records(&btmp) == 5, "btmp holds {} records, want 5", records(&btmp));
+    ensure!(records(&wtmp) >= 1, "no wtmp record of the session");
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let all = events(&admin, &agent.id, &["login", "brute-force"]).await?;
     ensure!(all.len() == logins.len(), "more events after settling: {all:#?}");
     let logins: Vec<_> = all.iter().filter(|e| e.kind == "login").collect();
@@ -423,5 +440,42 @@ async fn an_unexpected_account_is_locked_and_an_operator_unlocks_it() -> Result<
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(shadow_of("evil")?.starts_with("$6$"), "locked again: {}", shadow_of("evil")?);
     ensure!(cli(&["locked"])?.contains("released"), "evil not listed as released");
+
+    // From the operator's desk: a second unexpected account, locked, released through
+    // the controller with the real bulwarkctl; the agent unlocks it and says so.
+    sh(None, &format!("useradd --prefix {prefix} -p \"$(openssl passwd -6 pw)\" contractor"))?;
+    eventually("contractor locked", Duration::from_secs(10), || async {
+        ensure!(shadow_of("contractor")?.starts_with("!$6$"), "{}", shadow_of("contractor")?);
+        Ok(())
+    })
+    .await?;
+    let out = bulwarkctl_in(
+        &ws,
+        &cluster.controller_urls().join(","),
+        &cluster.admin,
+        &["agents", "unlock", &agent.id, "contractor"],
+    )
+    .await?;
+    ensure!(out.ok && out.stdout.contains("released"), "{}{}", out.stdout, out.stderr);
+    eventually("contractor unlocked by the agent", Duration::from_secs(10), || async {
+        let ev = events(&admin, &agent.id, &["user-unlocked"]).await?;
+        ensure!(
+            ev.iter().any(|e| e.fields["user"] == "contractor" && e.fields["by"] == "controller"),
+            "{ev:?}"
+        );
+        ensure!(shadow_of("contractor")?.starts_with("$6$"), "{}", shadow_of("contractor")?);
+        Ok(())
+    })
+    .await?;
+    ensure!(cli(&["locked"])?.contains("contractor"), "contractor not listed as released");
+    // A name that is not an account name is refused, naming the problem.
+    let bad = bulwarkctl_in(
+        &ws,
+        &cluster.controller_urls().join(","),
+        &cluster.admin,
+        &["agents", "unlock", &agent.id, "ops/../root"],
+    )
+    .await?;
+    ensure!(!bad.ok && bad.stderr.contains("not an account name"), "{}", bad.stderr);
     Ok(())
 }

@@ -5,11 +5,18 @@
 //! `brute_force_window_seconds` — one per window, not one per failure. Events are spooled
 //! with the source's position in one transaction, so a restart neither misses nor
 //! repeats a line.
+//!
+//! btmp and wtmp are a supplement: sshd and login(1) write a record for most attempts
+//! they also log, so a record becomes an event only when no text source reported the same
+//! attempt (same user and outcome, compatible source, within [`MATCH_WITHIN_MS`]). Records
+//! wait [`HOLD`] before they are judged, so the text sources can catch up; on a host
+//! without a journal or auth log (a minimal modality image) they are the login audit.
 
 pub mod parse;
 pub mod source;
 #[cfg(test)]
 mod tests;
+pub mod utmp;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -21,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 
 use self::parse::{Attempt, Line, Raw};
 use self::source::{Batch, Source};
+use self::utmp::Login;
 use super::EventSink;
 use crate::enforce::reconcile::now_ms;
 use crate::host::Host;
@@ -216,16 +224,17 @@ pub struct LoginSources {
 }
 
 impl LoginSources {
-    /// `--auth-log`, `--journal-file`, `--journal-dir` as given; with none of them, the
-    /// system journal when the host has one, else /var/log/auth.log and /var/log/secure
-    /// under the root (whichever exist).
-    pub fn resolve(
-        host: &Host,
-        auth_logs: &[PathBuf],
-        journal_files: &[PathBuf],
-        journal_dirs: &[PathBuf],
-    ) -> Self {
+    /// `--auth-log`, `--journal-file`, `--journal-dir`, `--btmp`, `--wtmp` as given; with
+    /// none of them, the system journal when the host has one, else /var/log/auth.log and
+    /// /var/log/secure under the root (whichever exist), and /var/log/btmp and
+    /// /var/log/wtmp under the root when they exist.
+    pub fn resolve(host: &Host, given: &GivenSources) -> Self {
+        let GivenSources { auth_logs, journal_files, journal_dirs, btmp, wtmp } = given;
+        let records =
+            |kind: utmp::Kind| move |path: &PathBuf| Source::Records { path: path.clone(), kind };
         let mut sources: Vec<Source> = auth_logs.iter().cloned().map(Source::File).collect();
+        sources.extend(btmp.iter().map(records(utmp::Kind::Failed)));
+        sources.extend(wtmp.iter().map(records(utmp::Kind::Sessions)));
         if !journal_files.is_empty() || !journal_dirs.is_empty() {
             sources.push(Source::Journal {
                 files: journal_files.to_vec(),
@@ -252,8 +261,39 @@ impl LoginSources {
                 }
             }
         }
+        for (f, kind) in
+            [("/var/log/btmp", utmp::Kind::Failed), ("/var/log/wtmp", utmp::Kind::Sessions)]
+        {
+            if host.path(f).exists() {
+                sources.push(Source::Records { path: host.path(f), kind });
+            }
+        }
         Self { sources, from_start: false }
     }
+}
+
+/// The login sources named on the command line. With none of them the agent reads the
+/// host's: the system journal if it has one, else /var/log/auth.log and /var/log/secure,
+/// and /var/log/btmp and /var/log/wtmp, all under --root.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GivenSources {
+    /// A log file to read login attempts from (syslog format; repeatable).
+    #[arg(long = "auth-log", value_name = "FILE")]
+    pub auth_logs: Vec<PathBuf>,
+    /// A journal file to read login attempts from (repeatable; tests, forensics).
+    #[arg(long = "journal-file", value_name = "FILE")]
+    pub journal_files: Vec<PathBuf>,
+    /// A journal directory to read login attempts from (repeatable).
+    #[arg(long = "journal-dir", value_name = "DIR")]
+    pub journal_dirs: Vec<PathBuf>,
+    /// A btmp file (failed logins, binary utmp records; repeatable): attempts the other
+    /// sources did not report.
+    #[arg(long = "btmp", value_name = "FILE")]
+    pub btmp: Vec<PathBuf>,
+    /// A wtmp file (sessions, binary utmp records; repeatable): logins the other sources
+    /// did not report.
+    #[arg(long = "wtmp", value_name = "FILE")]
+    pub wtmp: Vec<PathBuf>,
 }
 
 pub struct LoginMonitor {
@@ -267,21 +307,33 @@ pub struct LoginMonitor {
 /// does not cost a flush per line that is not a login).
 const IDLE_MARK_EVERY: Duration = Duration::from_secs(2);
 
-/// Turns lines into login and brute-force events.
+/// How long btmp/wtmp records wait for the text sources' report of the same attempt.
+pub const HOLD: Duration = Duration::from_secs(3);
+/// A record and a text source's attempt this close in time are the same attempt.
+pub const MATCH_WITHIN_MS: i64 = 5_000;
+/// Text-source attempts remembered for matching records.
+const RECENT: usize = 10_000;
+
+/// An event to spool: (kind, summary, fields, time).
+pub type AuditEvent = (&'static str, String, HashMap<String, String>, i64);
+
+/// Turns lines and records into login and brute-force events.
 #[derive(Debug, Default)]
 pub struct Audit {
     pub sessions: Sessions,
     pub brute: BruteForce,
+    /// Attempts the text sources reported lately, which btmp/wtmp records repeat.
+    recent: VecDeque<LoginEvent>,
 }
 
 impl Audit {
-    /// The events `lines` amount to under `policy`, as (kind, summary, fields, time).
+    /// The events `lines` amount to under `policy`.
     pub fn lines(
         &mut self,
         lines: &[Raw],
         policy: &pb::LoginState,
         hostname: &str,
-    ) -> Vec<(&'static str, String, HashMap<String, String>, i64)> {
+    ) -> Vec<AuditEvent> {
         let mut out = Vec::new();
         for raw in lines {
             let Some(line) = parse::parse(raw.program.as_deref(), &raw.message) else { continue };
@@ -291,6 +343,42 @@ impl Audit {
                 host: raw.host.clone().unwrap_or_else(|| hostname.to_owned()),
                 attempt,
             };
+            if self.recent.len() >= RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(login.clone());
+            self.event(login, policy, &mut out);
+        }
+        out
+    }
+
+    /// The events btmp/wtmp `logins` amount to: those no text source reported.
+    pub fn records(
+        &mut self,
+        logins: &[Login],
+        policy: &pb::LoginState,
+        hostname: &str,
+    ) -> Vec<AuditEvent> {
+        let mut out = Vec::new();
+        for l in logins {
+            if let Some(i) = self.recent.iter().position(|seen| same_attempt(seen, l)) {
+                // Each reported attempt stands for one record.
+                self.recent.remove(i);
+                continue;
+            }
+            let login = LoginEvent {
+                time_ms: l.time_ms,
+                host: hostname.to_owned(),
+                attempt: l.attempt.clone(),
+            };
+            self.event(login, policy, &mut out);
+        }
+        out
+    }
+
+    /// The login event (when recorded) and any brute-force alarm of one attempt.
+    fn event(&mut self, login: LoginEvent, policy: &pb::LoginState, out: &mut Vec<AuditEvent>) {
+        {
             if policy.record {
                 out.push(("login", login.summary(), login.fields(), login.time_ms));
             }
@@ -326,8 +414,18 @@ impl Audit {
                 }
             }
         }
-        out
     }
+}
+
+/// Whether a btmp/wtmp record and a text source's attempt are one attempt. Sources are
+/// compared when both are known (`/dev/tty1` in login's line is `tty1` in the record).
+fn same_attempt(seen: &LoginEvent, record: &Login) -> bool {
+    let (a, b) = (&seen.attempt, &record.attempt);
+    let source = |s: &str| s.trim_start_matches("/dev/").to_owned();
+    a.user == b.user
+        && a.success == b.success
+        && (seen.time_ms - record.time_ms).abs() <= MATCH_WITHIN_MS
+        && (a.source.is_empty() || b.source.is_empty() || source(&a.source) == source(&b.source))
 }
 
 impl LoginMonitor {
@@ -342,6 +440,8 @@ impl LoginMonitor {
         let mut readers: Option<(tokio::task::JoinSet<()>, mpsc::Receiver<Batch>)> = None;
         let mut last_mark: HashMap<String, tokio::time::Instant> = HashMap::new();
         let mut recorded = 0u64;
+        // btmp/wtmp batches waiting for the text sources, oldest first.
+        let mut held: VecDeque<(tokio::time::Instant, Batch)> = VecDeque::new();
         loop {
             let state = desired.borrow_and_update().clone();
             let revision = state.as_ref().map_or(0, |d| d.revision);
@@ -349,6 +449,7 @@ impl LoginMonitor {
             match &policy {
                 None => {
                     readers = None;
+                    held.clear();
                     self.sink.status(
                         NAME,
                         revision,
@@ -376,33 +477,52 @@ impl LoginMonitor {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                c = desired.changed() => if c.is_err() { return },
+            let due = async {
+                match held.front() {
+                    Some((at, _)) => tokio::time::sleep_until(*at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (batch, events) = tokio::select! {
+                c = desired.changed() => if c.is_err() { return } else { continue },
                 batch = next => {
                     let (Some(batch), Some(policy)) = (batch, policy.as_ref()) else { continue };
-                    let events = audit.lines(&batch.lines, policy, &self.hostname);
-                    if events.is_empty()
-                        && last_mark.get(&batch.key).is_some_and(|t| t.elapsed() < IDLE_MARK_EVERY)
-                    {
+                    if batch.supplement {
+                        held.push_back((tokio::time::Instant::now() + HOLD, batch));
                         continue;
                     }
-                    match self.spool(&batch, events, revision).await {
-                        Ok(n) => {
-                            recorded += n as u64;
-                            last_mark.insert(batch.key.clone(), tokio::time::Instant::now());
-                        }
-                        Err(reason) => {
-                            // The source restarts from its last stored mark: nothing is lost.
-                            tracing::error!(monitor = NAME, %reason, "cannot spool login events");
-                            self.sink.status(NAME, revision, pb::EnforcerState::Failed, reason, Vec::new());
-                            readers = None;
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                    // Keep desired-state changes flowing without re-reporting per batch.
-                    continue;
+                    let events = audit.lines(&batch.lines, policy, &self.hostname);
+                    (batch, events)
+                }
+                () = due => {
+                    let (Some((_, batch)), Some(policy)) = (held.pop_front(), policy.as_ref()) else { continue };
+                    let events = audit.records(&batch.logins, policy, &self.hostname);
+                    (batch, events)
                 }
                 _ = shutdown.changed() => return,
+            };
+            // A batch that gave nothing moves its mark at most every IDLE_MARK_EVERY; records
+            // that matched text-source attempts always do (after a restart nothing would
+            // match them again).
+            if events.is_empty()
+                && batch.logins.is_empty()
+                && last_mark.get(&batch.key).is_some_and(|t| t.elapsed() < IDLE_MARK_EVERY)
+            {
+                continue;
+            }
+            match self.spool(&batch, events, revision).await {
+                Ok(n) => {
+                    recorded += n as u64;
+                    last_mark.insert(batch.key.clone(), tokio::time::Instant::now());
+                }
+                Err(reason) => {
+                    // The sources restart from their last stored marks: nothing is lost.
+                    tracing::error!(monitor = NAME, %reason, "cannot spool login events");
+                    self.sink.status(NAME, revision, pb::EnforcerState::Failed, reason, Vec::new());
+                    readers = None;
+                    held.clear();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }
@@ -440,7 +560,7 @@ impl LoginMonitor {
     async fn spool(
         &self,
         batch: &Batch,
-        events: Vec<(&'static str, String, HashMap<String, String>, i64)>,
+        events: Vec<AuditEvent>,
         revision: u64,
     ) -> Result<usize, String> {
         let mut out = Vec::with_capacity(events.len());

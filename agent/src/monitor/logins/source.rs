@@ -1,7 +1,8 @@
-//! Where login lines come from: log files (auth.log, secure, or any named file), followed
-//! across rotation and truncation from a persisted position (inode + offset), and the
-//! journal through `journalctl -f -o json` from a persisted cursor. Each source sends
-//! [`Batch`]es of lines with the mark to store once their events are spooled.
+//! Where login lines come from: log files (auth.log, secure, or any named file) and the
+//! binary btmp/wtmp records, followed across rotation and truncation from a persisted
+//! position (inode + offset), and the journal through `journalctl -f -o json` from a
+//! persisted cursor. Each source sends [`Batch`]es of lines (or records) with the mark to
+//! store once their events are spooled.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -14,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::parse::{Raw, split_syslog};
+use super::utmp::{self, Login};
 
 /// Largest read from a log file in one batch.
 const CHUNK: u64 = 1 << 20;
@@ -24,6 +26,8 @@ const POLL: Duration = Duration::from_millis(200);
 pub enum Source {
     /// A syslog-format file (as given, not under the root).
     File(PathBuf),
+    /// A btmp or wtmp file of `struct utmp` records.
+    Records { path: PathBuf, kind: utmp::Kind },
     /// `journalctl` over these files / directories; both empty: the system journal (of
     /// `root` when it is not `/`).
     Journal { files: Vec<PathBuf>, dirs: Vec<PathBuf>, root: PathBuf },
@@ -34,6 +38,9 @@ impl Source {
     pub fn key(&self) -> String {
         match self {
             Source::File(p) => format!("logins.file:{}", p.display()),
+            Source::Records { path, kind } => {
+                format!("logins.{}:{}", kind.file_name(), path.display())
+            }
             Source::Journal { files, dirs, root } => {
                 let mut all: Vec<String> =
                     files.iter().chain(dirs).map(|p| p.display().to_string()).collect();
@@ -47,7 +54,7 @@ impl Source {
 
     pub fn describe(&self) -> String {
         match self {
-            Source::File(p) => p.display().to_string(),
+            Source::File(p) | Source::Records { path: p, .. } => p.display().to_string(),
             Source::Journal { files, dirs, .. } if files.is_empty() && dirs.is_empty() => {
                 "journal".into()
             }
@@ -58,12 +65,37 @@ impl Source {
     }
 }
 
-/// Lines read, and the mark that says they were.
-#[derive(Debug)]
+/// Lines (or records) read, and the mark that says they were.
+#[derive(Debug, Default)]
 pub struct Batch {
     pub key: String,
     pub lines: Vec<Raw>,
+    /// From btmp/wtmp: attempts already, the supplement to the lines of the other sources.
+    pub logins: Vec<Login>,
+    /// From a btmp/wtmp source: judged after [`super::HOLD`], in order.
+    pub supplement: bool,
     pub mark: Vec<u8>,
+}
+
+/// How a followed file is cut into entries.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    Lines,
+    Records(utmp::Kind),
+}
+
+/// What one read of a file gave.
+#[derive(Debug, Default)]
+struct Chunk {
+    lines: Vec<Raw>,
+    logins: Vec<Login>,
+}
+
+impl Chunk {
+    fn extend(&mut self, other: Chunk) {
+        self.lines.extend(other.lines);
+        self.logins.extend(other.logins);
+    }
 }
 
 /// A file position: which file (inode) and how far into it.
@@ -85,7 +117,11 @@ pub async fn follow(
     match source {
         Source::File(path) => {
             let pos = mark.and_then(|m| serde_json::from_slice::<Position>(&m).ok());
-            tail_file(path, key, pos, from_start, tx).await
+            tail_file(path, Framing::Lines, key, pos, from_start, tx).await
+        }
+        Source::Records { path, kind } => {
+            let pos = mark.and_then(|m| serde_json::from_slice::<Position>(&m).ok());
+            tail_file(path, Framing::Records(kind), key, pos, from_start, tx).await
         }
         Source::Journal { files, dirs, root } => {
             let cursor = mark.and_then(|m| String::from_utf8(m).ok());
@@ -106,30 +142,50 @@ fn rotated(path: &Path, inode: u64) -> Option<PathBuf> {
     })
 }
 
-/// Reads complete lines of `path` from `offset`, at most [`CHUNK`] bytes; returns them and
-/// the offset after the last one.
-fn read_lines(path: &Path, offset: u64, to_eof: bool) -> std::io::Result<(Vec<Raw>, u64)> {
+/// Reads complete lines (or records) of `path` from `offset`, at most [`CHUNK`] bytes;
+/// returns them and the offset after the last one.
+fn read_chunk(
+    path: &Path,
+    framing: Framing,
+    offset: u64,
+    to_eof: bool,
+) -> std::io::Result<(Chunk, u64)> {
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(CHUNK).read_to_end(&mut buf)?;
-    let used = match buf.iter().rposition(|b| *b == b'\n') {
-        Some(i) => i + 1,
-        // A line longer than a chunk is taken as it is; a rotated file's last line may
-        // lack its newline.
-        None if buf.len() as u64 == CHUNK || to_eof => buf.len(),
-        None => 0,
+    let mut chunk = Chunk::default();
+    let used = match framing {
+        Framing::Lines => {
+            let used = match buf.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                // A line longer than a chunk is taken as it is; a rotated file's last line
+                // may lack its newline.
+                None if buf.len() as u64 == CHUNK || to_eof => buf.len(),
+                None => 0,
+            };
+            chunk.lines = String::from_utf8_lossy(&buf[..used])
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(split_syslog)
+                .collect();
+            used
+        }
+        Framing::Records(kind) => {
+            // A partial record is still being written; at the end of a rotated file it
+            // never will be, and is skipped.
+            let whole = buf.len() - buf.len() % utmp::RECORD;
+            chunk.logins =
+                utmp::records(&buf[..whole]).iter().filter_map(|r| utmp::login(r, kind)).collect();
+            if to_eof { buf.len() } else { whole }
+        }
     };
-    let lines = String::from_utf8_lossy(&buf[..used])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(split_syslog)
-        .collect();
-    Ok((lines, offset + used as u64))
+    Ok((chunk, offset + used as u64))
 }
 
 async fn tail_file(
     path: PathBuf,
+    framing: Framing,
     key: String,
     pos: Option<Position>,
     from_start: bool,
@@ -157,22 +213,22 @@ async fn tail_file(
             None => Position { inode: meta.ino(), offset: if from_start { 0 } else { meta.len() } },
             Some(p) if p.inode != meta.ino() => {
                 // Rotated: finish the old file first, then start the new one at 0.
-                let mut lines = Vec::new();
+                let mut rest = Chunk::default();
                 if let Some(old) = rotated(&path, p.inode) {
                     let mut offset = p.offset;
-                    while let Ok((more, next)) = read_lines(&old, offset, true) {
+                    while let Ok((more, next)) = read_chunk(&old, framing, offset, true) {
                         if next == offset {
                             break;
                         }
-                        lines.extend(more);
+                        rest.extend(more);
                         offset = next;
                     }
-                    tracing::info!(file = %path.display(), lines = lines.len(), "log rotated; read the rest of the old file");
+                    tracing::info!(file = %path.display(), lines = rest.lines.len() + rest.logins.len(), "log rotated; read the rest of the old file");
                 } else {
                     tracing::warn!(file = %path.display(), "log replaced and the old file is gone; lines written to it after the last read are lost");
                 }
                 let next = Position { inode: meta.ino(), offset: 0 };
-                if !send(&tx, &key, lines, &next).await {
+                if !send(&tx, &key, framing, rest, &next).await {
                     return;
                 }
                 next
@@ -186,10 +242,10 @@ async fn tail_file(
         pos = Some(current);
         if meta.len() > current.offset {
             let (p, off) = (path.clone(), current.offset);
-            match tokio::task::spawn_blocking(move || read_lines(&p, off, false)).await {
-                Ok(Ok((lines, next))) if next > current.offset => {
+            match tokio::task::spawn_blocking(move || read_chunk(&p, framing, off, false)).await {
+                Ok(Ok((chunk, next))) if next > current.offset => {
                     let next = Position { inode: current.inode, offset: next };
-                    if !send(&tx, &key, lines, &next).await {
+                    if !send(&tx, &key, framing, chunk, &next).await {
                         return;
                     }
                     pos = Some(next);
@@ -206,9 +262,21 @@ async fn tail_file(
     }
 }
 
-async fn send(tx: &mpsc::Sender<Batch>, key: &str, lines: Vec<Raw>, pos: &Position) -> bool {
-    let mark = serde_json::to_vec(pos).unwrap_or_default();
-    tx.send(Batch { key: key.to_owned(), lines, mark }).await.is_ok()
+async fn send(
+    tx: &mpsc::Sender<Batch>,
+    key: &str,
+    framing: Framing,
+    chunk: Chunk,
+    pos: &Position,
+) -> bool {
+    let batch = Batch {
+        key: key.to_owned(),
+        lines: chunk.lines,
+        logins: chunk.logins,
+        supplement: matches!(framing, Framing::Records(_)),
+        mark: serde_json::to_vec(pos).unwrap_or_default(),
+    };
+    tx.send(batch).await.is_ok()
 }
 
 /// A journal entry (`journalctl -o json`) as a line; `None` for entries without a
@@ -303,7 +371,12 @@ async fn follow_journal(
             let Some(c) = last else { continue };
             cursor = Some(c.clone());
             if tx
-                .send(Batch { key: key.clone(), lines: batch, mark: c.into_bytes() })
+                .send(Batch {
+                    key: key.clone(),
+                    lines: batch,
+                    mark: c.into_bytes(),
+                    ..Batch::default()
+                })
                 .await
                 .is_err()
             {

@@ -387,3 +387,130 @@ async fn the_journal_is_read_through_journalctl_from_a_persisted_cursor() {
     let again = run_until(&state, vec![source], 3).await;
     assert_eq!(again.len(), 3);
 }
+
+/// Binary records made by the real `utmpdump -r` (util-linux) from its text form.
+fn utmp_records(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("utmpdump")
+        .arg("-r")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("utmpdump (util-linux) runs");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "utmpdump -r failed");
+    out.stdout
+}
+
+/// utmpdump's text line for a record.
+fn utmp_line(kind: u8, user: &str, line: &str, host: &str, time: &str) -> String {
+    format!("[{kind}] [01234] [    ] [{user:<8}] [{line:<12}] [{host:<20}] [{host:<15}] [{time}]\n")
+}
+
+#[test]
+fn records_written_by_utmpdump_are_read_field_by_field() {
+    let bin = utmp_records(
+        &(utmp_line(6, "rad", "ssh:notty", "198.18.0.9", "2024-05-01T10:00:00,250000+00:00")
+            + &utmp_line(7, "bob", "pts/0", "198.18.0.7", "2024-05-01T10:00:05,000000+00:00")
+            + &utmp_line(8, "", "pts/0", "", "2024-05-01T10:09:00,000000+00:00")),
+    );
+    assert_eq!(bin.len(), 3 * utmp::RECORD);
+    let recs = utmp::records(&bin);
+    let t0 = parse_rfc3339("2024-05-01T10:00:00Z").unwrap();
+    assert_eq!(
+        (recs[0].kind, recs[0].user.as_str(), recs[0].line.as_str(), recs[0].host.as_str()),
+        (6, "rad", "ssh:notty", "198.18.0.9")
+    );
+    assert_eq!(recs[0].time_ms, t0 + 250);
+    let failed = utmp::login(&recs[0], utmp::Kind::Failed).unwrap();
+    assert_eq!(failed.attempt.service, "sshd");
+    assert!(!failed.attempt.success);
+    let session = utmp::login(&recs[1], utmp::Kind::Sessions).unwrap();
+    assert_eq!((session.attempt.user.as_str(), session.time_ms), ("bob", t0 + 5_000));
+    assert!(session.attempt.success);
+    assert_eq!(utmp::login(&recs[2], utmp::Kind::Sessions), None);
+}
+
+fn record_login(user: &str, source: &str, success: bool, time_ms: i64) -> utmp::Login {
+    utmp::Login {
+        time_ms,
+        attempt: Attempt {
+            service: "sshd".into(),
+            user: user.into(),
+            source: source.into(),
+            success,
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn records_repeat_text_attempts_once_each_and_add_the_ones_no_text_source_saw() {
+    let mut audit = Audit::default();
+    let t = parse_rfc3339("2024-05-01T10:00:00Z").unwrap();
+    let text: String = (0..2).map(|p| failed(40_000 + p)).collect();
+    assert_eq!(audit.lines(&lines(&text), &policy(3, 300), "ws1").len(), 2);
+    // Three btmp records: two are the logged failures, one nobody logged (a third attempt
+    // whose log line was lost); a record of another user or a far-off time is new too.
+    let records = [
+        record_login("rad", "198.18.0.9", false, t + 200),
+        record_login("rad", "198.18.0.9", false, t + 300),
+        record_login("rad", "198.18.0.9", false, t + 400),
+        record_login("eve", "198.18.0.9", false, t + 400),
+        record_login("rad", "198.18.0.9", false, t + MATCH_WITHIN_MS + 1_000),
+    ];
+    let events = audit.records(&records, &policy(3, 300), "ws1");
+    let kinds: Vec<&str> = events.iter().map(|e| e.0).collect();
+    // The third failure of rad within the window is the brute-force alarm's third.
+    assert_eq!(kinds, ["login", "brute-force", "login", "login"], "{events:#?}");
+    assert_eq!(events[0].3, t + 400);
+    assert_eq!(events[2].2["user"], "eve");
+    // A session record matches an accepted login, not a failure.
+    audit.lines(
+        &lines("sshd[1]: Accepted password for rad from 198.18.0.9 port 9 ssh2"),
+        &policy(3, 300),
+        "ws1",
+    );
+    let now = now_ms();
+    assert!(
+        audit
+            .records(&[record_login("rad", "198.18.0.9", true, now)], &policy(3, 300), "ws1")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn btmp_is_followed_across_restarts_and_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let btmp = dir.path().join("btmp");
+    let rec = |user: &str, sec: u32| {
+        utmp_line(
+            6,
+            user,
+            "ssh:notty",
+            "198.18.0.9",
+            &format!("2024-05-01T10:00:{sec:02},000000+00:00"),
+        )
+    };
+    let source = || vec![Source::Records { path: btmp.clone(), kind: utmp::Kind::Failed }];
+    let append_records = |text: String| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&btmp).unwrap();
+        f.write_all(&utmp_records(&text)).unwrap();
+    };
+    append_records(rec("u0", 0) + &rec("u1", 1));
+    let got = run_until(&state, source(), 2).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].fields["user"], "u0");
+    assert_eq!(got[0].fields["reason"], "recorded in btmp");
+    // While stopped: one more record, then logrotate moves btmp and creates a new one.
+    append_records(rec("u2", 2));
+    std::fs::rename(&btmp, dir.path().join("btmp.1")).unwrap();
+    append_records(rec("u3", 3));
+    let got = run_until(&state, source(), 4).await;
+    let users: Vec<&str> = got.iter().map(|e| e.fields["user"].as_str()).collect();
+    assert_eq!(users, ["u0", "u1", "u2", "u3"]);
+}

@@ -161,6 +161,21 @@ impl LockRecord {
         Ok(changed)
     }
 
+    /// Releases `user` for good: reverses Bulwark's lock if it made one (`Ok(true)`), and
+    /// records the account as released so it is never locked (`Ok(false)`: no lock to
+    /// remove). A lock Bulwark did not make stays.
+    pub fn release(&self, host: &Host, user: &str) -> Result<bool, LockError> {
+        let mut all = self.load()?;
+        if all.locked.contains_key(user) {
+            self.unlock(host, user)?;
+            return Ok(true);
+        }
+        if all.released.insert(user.to_owned()) {
+            self.store(&all)?;
+        }
+        Ok(false)
+    }
+
     /// Reverses a lock Bulwark made: removes the one `!` it added, and marks the account
     /// released so the monitor leaves it alone from now on.
     pub fn unlock(&self, host: &Host, user: &str) -> Result<(), LockError> {

@@ -172,6 +172,9 @@ impl UsersMonitor {
             .cloned()
             .collect();
         let mut changes = accounts::diff(&stored.accounts, &now, &rules);
+        if !self.dry_run {
+            changes.extend(self.release(&policy.released_accounts).await);
+        }
         if policy.lock_unexpected && !policy.audit && !self.dry_run {
             changes.extend(self.lock(&now, &unexpected).await);
         }
@@ -191,6 +194,30 @@ impl UsersMonitor {
         self.sink.emit(&events, Some((BASELINE, &json))).await.map_err(|e| e.to_string())?;
         scan.events = events.len();
         Ok(scan)
+    }
+
+    /// Releases the accounts an operator released through the controller: removes
+    /// Bulwark's lock where there is one, and records them so they are never locked.
+    async fn release(&self, released: &[String]) -> Vec<accounts::Change> {
+        let mut out = Vec::new();
+        for name in released {
+            let (host, locks, user) = (self.host.clone(), self.locks.clone(), name.clone());
+            match tokio::task::spawn_blocking(move || locks.release(&host, &user)).await {
+                Ok(Ok(true)) => out.push(accounts::Change {
+                    kind: "user-unlocked",
+                    summary: format!("account {name} unlocked: released by an operator"),
+                    fields: fields([("user", name.clone()), ("by", "controller".into())]),
+                }),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => out.push(accounts::Change {
+                    kind: "unlock-failed",
+                    summary: format!("cannot unlock released account {name}: {e}"),
+                    fields: fields([("user", name.clone()), ("reason", e.to_string())]),
+                }),
+                Err(e) => tracing::error!(monitor = NAME, error = %e, "unlock task failed"),
+            }
+        }
+        out
     }
 
     /// Locks each unexpected account whose password is usable (set or empty), unless an

@@ -22,6 +22,7 @@ fn agent(id: &str, role: &str, addr: &str) -> AgentRecord {
         enrolled_at: 0,
         cert_not_after: 0,
         token_id: String::new(),
+        released_accounts: Default::default(),
     }
 }
 
