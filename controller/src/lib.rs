@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod ctl;
 pub mod fleet;
 pub mod grpc;

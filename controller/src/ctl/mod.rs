@@ -1,6 +1,7 @@
 //! `bulwarkctl`: the admin command line. `main` parses [`Cli`] and calls [`run`].
 
 pub mod bench;
+mod console;
 mod fleet;
 mod logins;
 mod policy;
@@ -108,6 +109,17 @@ pub enum Command {
     /// Reports for auditors: `report compliance` (HTML, JSON or CSV).
     #[command(subcommand)]
     Report(report::ReportCmd),
+    /// The web console: fleet overview, hosts, rollouts (pause, resume, abort, start),
+    /// alerts, the login audit, policy history and cluster health in a browser, updated
+    /// live.
+    ///
+    /// Served on 127.0.0.1 only (like `kubectl proxy`): it reads and acts through the
+    /// controller with this command's admin certificate, so the controller enforces your
+    /// role (viewers see everything and change nothing). Every asset is built in; no
+    /// internet access is needed. Open the printed address in a browser on this machine.
+    ///
+    /// Example: bulwarkctl console --listen 127.0.0.1:8080
+    Console(console::ConsoleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +280,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Events(args) => fleet::events(&cli, args).await,
         Command::Logins(cmd) => logins::run(&cli, cmd).await,
         Command::Report(cmd) => report::run(&cli, cmd).await,
+        Command::Console(args) => console::run(&cli, args).await,
     }
 }
 

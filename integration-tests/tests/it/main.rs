@@ -26,3 +26,4 @@ mod t85_compliance;
 mod t90_demo;
 mod t95_packaging;
 mod t96_helm;
+mod t97_console;
