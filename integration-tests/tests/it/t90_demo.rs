@@ -40,6 +40,7 @@ async fn the_demo_runs_through_and_leaves_nothing_behind() -> Result<()> {
         "service-tech",
         "pacs-2:104 Accepted",
         "SecurityService/CreateToken",
+        "(5 hosts: 4 met, 1 repaired, 0 not met, 0 unknown",
         "cluster status",
     ] {
         ensure!(stdout.contains(expected), "demo output lacks {expected:?}:\n{stdout}");
