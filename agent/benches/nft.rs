@@ -4,9 +4,16 @@
 //! For segments of 100 .. 100,000 host addresses (one allow rule, one hash set): planning,
 //! the full atomic replacement of the table, observing it, and a membership-only update
 //! (one address added) through `Firewall::apply`. Min and median of a few runs.
+//!
+//! For reference, the same segment as iptables would hold it, one rule per address
+//! (`-s ADDR -p tcp --dport 104 -j ACCEPT` after loopback and established), loaded in the
+//! same namespace by `iptables-nft-restore` and `iptables-legacy-restore` (package
+//! iptables): the full restore, and one address added (`--noflush`, one `-A`). The namespace
+//! and everything in it is deleted at the end, also when a step fails.
 
+use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bulwark_agent::enforce::firewall::{
@@ -123,6 +130,95 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fw.remove().await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;
+    iptables_reference(&ns)
+}
+
+/// The iptables-restore reference table (see the module docs).
+fn iptables_reference(ns: &Netns) -> Result<(), Box<dyn std::error::Error>> {
+    let tools: Vec<&str> = ["iptables-nft-restore", "iptables-legacy-restore"]
+        .into_iter()
+        .filter(|t| Command::new(t).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .collect();
+    if tools.is_empty() {
+        println!("iptables reference skipped: no iptables-restore (apt-get install -y iptables)");
+        return Ok(());
+    }
+    println!(
+        "iptables reference, one rule per address, in namespace {}, times in ms (min, median): {}",
+        ns.0,
+        tools.join(", ")
+    );
+    print!("{:>9} {:>5}", "addresses", "runs");
+    for t in &tools {
+        let backend = t.trim_start_matches("iptables-").trim_end_matches("-restore");
+        print!(" | {:>17} | {:>17}", format!("{backend}: full"), "add one (-A)");
+    }
+    println!();
+    for n in [100usize, 1_000, 10_000, 100_000] {
+        let runs = if n >= 100_000 { 3 } else { 7 };
+        print!("{n:>9} {runs:>5}");
+        for tool in &tools {
+            let (mut full, mut add) = (Vec::new(), Vec::new());
+            let table = iptables_table(n);
+            for i in 0..runs {
+                let t = Instant::now();
+                restore(ns, tool, &[], &table)?;
+                full.push(t.elapsed());
+                let extra = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i as u32);
+                let one = format!(
+                    "*filter\n-A INPUT -s {extra}/32 -p tcp -m tcp --dport 104 -j ACCEPT\nCOMMIT\n"
+                );
+                let t = Instant::now();
+                restore(ns, tool, &["--noflush"], &one)?;
+                add.push(t.elapsed());
+            }
+            print!(" | {} | {}", stats(full), stats(add));
+            // Leave this backend's table empty before the next size.
+            restore(ns, tool, &[], "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")?;
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// The filter table: input policy drop, loopback and established first, then one accept
+/// rule per segment address (198.18.0.0 .. N), as the nft bench's single set holds them.
+fn iptables_table(n: usize) -> String {
+    let mut t = String::from(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -i lo -j ACCEPT\n\
+         -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n",
+    );
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    for i in 0..n {
+        let a = Ipv4Addr::from(base + i as u32);
+        t.push_str(&format!("-A INPUT -s {a}/32 -p tcp -m tcp --dport 104 -j ACCEPT\n"));
+    }
+    t.push_str("COMMIT\n");
+    t
+}
+
+/// `ip netns exec NS TOOL ARGS < input`, failing with its stderr.
+fn restore(
+    ns: &Netns,
+    tool: &str,
+    args: &[&str],
+    input: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, tool])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(format!("{tool}: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod certs;
 pub mod cluster;
 pub mod ctl;
+pub mod etcd;
 pub mod http;
 pub mod loadgen;
 pub mod netlab;

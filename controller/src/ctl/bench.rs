@@ -51,13 +51,38 @@ pub enum BenchCmd {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Round {
     pub clients: usize,
+    pub connections: usize,
     pub writes: usize,
     pub errors: usize,
+    /// The first failed write's error, to see why a round has errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
     pub seconds: f64,
     pub writes_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+}
+
+impl Round {
+    /// The column titles matching [`Round::row`].
+    pub const HEADER: &'static str =
+        " clients  conns    writes    writes/s    p50 ms    p99 ms    max ms  errors";
+
+    /// The round as one table row.
+    pub fn row(&self) -> String {
+        format!(
+            "{:>8} {:>6} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            self.clients,
+            self.connections,
+            self.writes,
+            self.writes_per_sec,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.errors
+        )
+    }
 }
 
 /// The value at quantile `q` of sorted samples, in milliseconds.
@@ -67,6 +92,125 @@ pub fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1e3
+}
+
+/// One durable write of a new key, as the put benchmark drives it: returns once the store
+/// acknowledged the write. Bulwark's implementation is [`RecordPut`]; the integration
+/// tests implement it for etcd, so both stores are measured by the same loop.
+pub trait Put: Clone + Send + Sync + 'static {
+    type Error: std::fmt::Display + Send + 'static;
+
+    fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Bulwark's put: a raw record (kind `bench`) through the admin client, which the node
+/// acknowledges after the entry is on disk on a majority and applied.
+#[derive(Clone)]
+pub struct RecordPut(pub Client);
+
+impl Put for RecordPut {
+    type Error = crate::client::ClientError;
+
+    async fn put(&self, key: String, value: Vec<u8>) -> Result<(), Self::Error> {
+        self.0.put("bench", &key, value, None).await.map(|_| ())
+    }
+}
+
+/// Why a round could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error("the round needs at least one connection")]
+    NoConnection,
+    #[error("warm-up write on connection {conn} failed: {message}")]
+    WarmUp { conn: usize, message: String },
+    #[error("a benchmark client task failed: {0}")]
+    Task(String),
+}
+
+/// A key prefix no earlier run used (seconds since the epoch), so every run writes new keys
+/// even against the same cluster.
+pub fn run_prefix() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("run{secs}/")
+}
+
+/// One round: `clients` tasks share `conns` round-robin; each writes `value_size`-byte
+/// values under new keys (`{prefix}{clients}/{task}/{n}`), one write at a time, until
+/// `duration` has passed. Every connection writes once before the clock starts (so TLS
+/// handshakes are not in the figures). A write counts when it was acknowledged; its
+/// latency is from the call to the acknowledgement.
+pub async fn put_round<P: Put>(
+    conns: &[P],
+    clients: usize,
+    duration: Duration,
+    value_size: usize,
+    prefix: &str,
+) -> Result<Round, RoundError> {
+    if conns.is_empty() {
+        return Err(RoundError::NoConnection);
+    }
+    let value: Vec<u8> = (0..value_size).map(|i| (i % 251) as u8).collect();
+    for (conn, p) in conns.iter().enumerate() {
+        p.put(format!("{prefix}{clients}/warm/{conn}"), value.clone())
+            .await
+            .map_err(|e| RoundError::WarmUp { conn, message: e.to_string() })?;
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let p = conns[i % conns.len()].clone();
+            let value = value.clone();
+            let prefix = format!("{prefix}{clients}/{i}/");
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0usize;
+                let mut first_error = None;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match p.put(format!("{prefix}{n}"), value.clone()).await {
+                        Ok(()) => lat.push(t.elapsed()),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                    n += 1;
+                }
+                (lat, errors, first_error)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (lat, e, first) = t.await.map_err(|e| RoundError::Task(e.to_string()))?;
+        all.extend(lat);
+        errors += e;
+        first_error = first_error.or(first);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    all.sort();
+    Ok(Round {
+        clients,
+        connections: conns.len(),
+        writes: all.len(),
+        errors,
+        first_error,
+        seconds,
+        writes_per_sec: all.len() as f64 / seconds,
+        p50_ms: quantile_ms(&all, 0.50),
+        p99_ms: quantile_ms(&all, 0.99),
+        max_ms: all.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    })
 }
 
 pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<(), CtlError> {
@@ -83,31 +227,21 @@ pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<(), CtlError> {
             println!(
                 "bench put: {value_size}-byte values, {duration:?} per round, writes to leader {leader}"
             );
-            println!(
-                "{:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>7}",
-                "clients", "writes", "writes/s", "p50 ms", "p99 ms", "max ms", "errors"
-            );
+            println!("{}", Round::HEADER);
+            let prefix = run_prefix();
             let mut rounds = Vec::new();
             for &c in clients {
-                let round = put_round(
-                    cli,
-                    &leader,
-                    c,
-                    (*connections).clamp(1, c.max(1)),
-                    *duration,
-                    *value_size,
-                )
-                .await?;
-                println!(
-                    "{:>8} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
-                    round.clients,
-                    round.writes,
-                    round.writes_per_sec,
-                    round.p50_ms,
-                    round.p99_ms,
-                    round.max_ms,
-                    round.errors
-                );
+                // Each connection is its own client (own TLS connection), pinned to the leader.
+                let conns: Vec<RecordPut> = (0..(*connections).clamp(1, c.max(1)))
+                    .map(|_| cli.client().map(|c| RecordPut(c.pinned(&leader))))
+                    .collect::<Result<_, _>>()?;
+                let round = put_round(&conns, c, *duration, *value_size, &prefix)
+                    .await
+                    .map_err(|e| CtlError::Io(e.to_string()))?;
+                println!("{}", round.row());
+                if let Some(e) = &round.first_error {
+                    println!("         first error: {e}");
+                }
                 rounds.push(round);
             }
             if let Some(path) = json {
@@ -131,62 +265,6 @@ pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<(), CtlError> {
             Ok(())
         }
     }
-}
-
-async fn put_round(
-    cli: &Cli,
-    leader: &str,
-    clients: usize,
-    connections: usize,
-    duration: Duration,
-    value_size: usize,
-) -> Result<Round, CtlError> {
-    // Each connection is its own client (own TLS connection), pinned to the leader.
-    let conns: Vec<Client> = (0..connections)
-        .map(|_| cli.client().map(|c| c.pinned(leader)))
-        .collect::<Result<_, _>>()?;
-    let value: Vec<u8> = (0..value_size).map(|i| (i % 251) as u8).collect();
-    let start = Instant::now();
-    let deadline = start + duration;
-    let tasks: Vec<_> = (0..clients)
-        .map(|i| {
-            let client = conns[i % conns.len()].clone();
-            let value = value.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut errors = 0usize;
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    match client.put("bench", &format!("c{i}-{n}"), value.clone(), None).await {
-                        Ok(_) => lat.push(t.elapsed()),
-                        Err(_) => errors += 1,
-                    }
-                    n += 1;
-                }
-                (lat, errors)
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (lat, e) = t.await.map_err(|e| CtlError::Io(format!("bench task failed: {e}")))?;
-        all.extend(lat);
-        errors += e;
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    all.sort();
-    Ok(Round {
-        clients,
-        writes: all.len(),
-        errors,
-        seconds,
-        writes_per_sec: all.len() as f64 / seconds,
-        p50_ms: quantile_ms(&all, 0.50),
-        p99_ms: quantile_ms(&all, 0.99),
-        max_ms: all.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-    })
 }
 
 /// A synthetic fleet: `agents` agents in 20 roles, 20 segments (one per role), 10

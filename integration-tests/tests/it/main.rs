@@ -4,6 +4,7 @@ mod t05_operator;
 mod t10_cluster;
 mod t12_health;
 mod t15_cli;
+mod t16_etcd_bench;
 mod t20_failover;
 mod t30_catchup;
 mod t35_restore;
