@@ -216,14 +216,7 @@ pub async fn put_round<P: Put>(
 pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<(), CtlError> {
     match cmd {
         BenchCmd::Put { clients, duration, value_size, connections, json } => {
-            let base = cli.client()?;
-            let status = base.status().await?;
-            let leader = status
-                .members
-                .iter()
-                .find(|m| m.id == status.leader_id)
-                .map(|m| m.addr.clone())
-                .ok_or_else(|| CtlError::Usage("the cluster has no leader".into()))?;
+            let leader = leader_endpoint(cli).await?;
             println!(
                 "bench put: {value_size}-byte values, {duration:?} per round, writes to leader {leader}"
             );
@@ -265,6 +258,27 @@ pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<(), CtlError> {
             Ok(())
         }
     }
+}
+
+/// The address to reach the leader at: the given endpoint that answers as the leader (so
+/// forwarded or NATed endpoints work), else the leader's member address.
+async fn leader_endpoint(cli: &Cli) -> Result<String, CtlError> {
+    let base = cli.client()?;
+    for endpoint in base.endpoints() {
+        if let Ok(s) = base.pinned(endpoint).with_retry_for(Duration::ZERO).status().await
+            && s.leader_id != 0
+            && s.node_id == s.leader_id
+        {
+            return Ok(endpoint.clone());
+        }
+    }
+    let status = base.status().await?;
+    status
+        .members
+        .iter()
+        .find(|m| m.id == status.leader_id)
+        .map(|m| m.addr.clone())
+        .ok_or_else(|| CtlError::Usage("the cluster has no leader".into()))
 }
 
 /// A synthetic fleet: `agents` agents in 20 roles, 20 segments (one per role), 10
