@@ -268,6 +268,21 @@ async fn main() -> Result<()> {
                 "    ct-scanner-1 -> pacs-2:104 Accepted {} ms after pacs-2 started enrolling",
                 started.elapsed().as_millis()
             );
+            // The report judges what agents reported: wait until pacs-2 has reported every
+            // enforcer at its desired revision, like the others.
+            eventually("every agent reported", Duration::from_secs(60), || async {
+                for a in client.list_agents().await?.agents {
+                    anyhow::ensure!(
+                        a.online
+                            && a.applied_revision == a.desired_revision
+                            && a.enforcers.len() >= 5,
+                        "{} has not reported everything yet",
+                        a.hostname
+                    );
+                }
+                Ok(())
+            })
+            .await?;
         }
         None => {
             step("Not root: no network namespaces, so one agent runs with --dry-run on this host");
