@@ -6,21 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::fleet::now_ms;
 
-/// Escapes text for HTML element content and double- or single-quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for HTML element content and quoted attribute values: the compliance
+/// report's escaping, one function for both.
+pub use crate::report::html::escape as esc;
 
 /// Percent-encodes a path segment or query value (everything but unreserved characters).
 pub fn url_enc(s: &str) -> String {

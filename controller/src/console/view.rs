@@ -12,6 +12,7 @@ use super::chart;
 use super::data::{Counts, Fleet, HostState, Sample, classify};
 use super::html::{error_banner, esc, layout, time_el, url_enc};
 use crate::client::ClientError;
+use crate::ctl::role_name;
 use crate::fleet::now_ms;
 
 fn badge(s: HostState) -> String {
@@ -688,17 +689,6 @@ pub fn policy_history(key: &str, entries: Result<Vec<pb::HistoryEntry>, ClientEr
     }
     body.push_str("</section>");
     layout(&format!("Policy history: {key}"), "/policies", &body)
-}
-
-fn role_name(role: i32) -> &'static str {
-    match pb::Role::try_from(role) {
-        Ok(pb::Role::Leader) => "leader",
-        Ok(pb::Role::Follower) => "follower",
-        Ok(pb::Role::Learner) => "learner",
-        Ok(pb::Role::Candidate) => "candidate",
-        Ok(pb::Role::Uninitialized) => "uninitialized",
-        _ => "unknown",
-    }
 }
 
 type Members = (pb::NodeStatus, Vec<(pb::Member, Result<pb::NodeStatus, ClientError>)>);

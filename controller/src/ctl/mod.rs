@@ -246,7 +246,8 @@ fn parse_member(s: &str) -> Result<pb::Member, CtlError> {
     Ok(pb::Member { id, addr: addr.to_owned(), voter: true })
 }
 
-fn role_name(role: i32) -> &'static str {
+/// A node's Raft role as a word (the CLI's tables and the console).
+pub(crate) fn role_name(role: i32) -> &'static str {
     match pb::Role::try_from(role) {
         Ok(pb::Role::Leader) => "leader",
         Ok(pb::Role::Follower) => "follower",
