@@ -24,3 +24,21 @@ where
         }
     }
 }
+
+/// Reads `follow` (a `FollowEvents` stream) until the event of account `user` arrives;
+/// fails when none comes within 10 s of the previous one or the stream ends.
+pub async fn next_event_for_user(
+    follow: &mut tonic::Streaming<bulwark_proto::v1::StoredEvent>,
+    user: &str,
+) -> Result<()> {
+    use anyhow::Context;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), follow.message()).await;
+        let e = next
+            .with_context(|| format!("no event for {user} within 10 s"))??
+            .context("the event stream ended")?;
+        if e.event.is_some_and(|e| e.fields.get("user").map(String::as_str) == Some(user)) {
+            return Ok(());
+        }
+    }
+}

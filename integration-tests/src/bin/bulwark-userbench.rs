@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use bulwark_controller::ctl::bench::quantile_ms;
 use bulwark_integration_tests::agentproc::AgentProc;
+use bulwark_integration_tests::wait::next_event_for_user;
 use bulwark_integration_tests::{Cluster, ClusterOptions, Lab, eventually};
 use bulwark_proto::v1 as pb;
 use clap::Parser;
@@ -79,15 +80,7 @@ async fn main() -> Result<()> {
             std::process::Command::new("useradd").args(["--prefix", &root, &name]).output()?;
         ensure!(out.status.success(), "useradd {name}: {}", String::from_utf8_lossy(&out.stderr));
         let changed = Instant::now();
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), follow.message()).await;
-            let e = next
-                .with_context(|| format!("no user-added {name} within 10 s"))??
-                .context("the event stream ended")?;
-            if e.event.is_some_and(|e| e.fields.get("user") == Some(&name)) {
-                break;
-            }
-        }
+        next_event_for_user(&mut follow, &name).await?;
         latencies.push(changed.elapsed());
     }
     latencies.sort();

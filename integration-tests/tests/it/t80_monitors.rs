@@ -18,6 +18,7 @@ use bulwark_integration_tests::agentproc::AgentProc;
 use bulwark_integration_tests::cluster::workspace_bin;
 use bulwark_integration_tests::ctl::bulwarkctl_in;
 use bulwark_integration_tests::netlab::{Lab, LabHost};
+use bulwark_integration_tests::wait::next_event_for_user;
 use bulwark_integration_tests::{Cluster, eventually};
 use bulwark_proto::v1 as pb;
 
@@ -154,15 +155,7 @@ async fn real_useradd_and_real_sshd_logins_reach_the_controller() -> Result<()> 
         let name = format!("lab{i}");
         sh(None, &format!("useradd --prefix {prefix} {name}"))?;
         let changed = Instant::now();
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), follow.message()).await;
-            let e = next
-                .with_context(|| format!("no user-added {name} within 10 s"))??
-                .context("the event stream ended")?;
-            if e.event.is_some_and(|e| e.fields.get("user") == Some(&name)) {
-                break;
-            }
-        }
+        next_event_for_user(&mut follow, &name).await?;
         latencies.push(changed.elapsed());
     }
     latencies.sort();
