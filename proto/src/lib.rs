@@ -10,3 +10,48 @@ pub mod v1 {
 
 /// The encoded file descriptor set, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bulwark_descriptor");
+
+/// The protobuf codec of every Bulwark service: tonic's prost codec with small initial
+/// buffers. tonic's default gives each message stream an 8 KiB encode buffer for its whole
+/// life, and a controller holds one desired-state stream per connected agent; messages
+/// larger than the initial size still grow the buffer as they need.
+pub mod codec {
+    use std::marker::PhantomData;
+
+    use tonic::codec::{BufferSettings, Codec};
+    use tonic_prost::{ProstDecoder, ProstEncoder};
+
+    /// Initial encode/decode buffer: a report or a desired state of a few rules fits.
+    const INITIAL_BUFFER: usize = 1024;
+    /// tonic's default: how much an encoder buffers before it yields to the transport.
+    const YIELD_THRESHOLD: usize = 32 * 1024;
+
+    /// [`tonic_prost::ProstCodec`] with [`INITIAL_BUFFER`]-byte buffers.
+    #[derive(Debug, Clone, Copy)]
+    pub struct LeanCodec<T, U>(PhantomData<(T, U)>);
+
+    impl<T, U> Default for LeanCodec<T, U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T, U> Codec for LeanCodec<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstEncoder::new(BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD))
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            ProstDecoder::new(BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD))
+        }
+    }
+}

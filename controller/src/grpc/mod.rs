@@ -50,8 +50,19 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// TLS handshakes in progress at once, per core. After a controller restart every agent
+/// reconnects within a second: run all their handshakes at once and the scheduler
+/// interleaves them, so each finishes only when nearly all have, past the clients' connect
+/// timeout (2 s for `Client`, 5 s for the agent) — they give up, back off and come again,
+/// and the work was wasted (bulwark-loadgen: 5,000 agents streaming again after 7.5 s).
+/// Taken in arrival order, each handshake completes within milliseconds of its start.
+/// Per core, generous: a handshake holds its permit for a network round trip or two while
+/// the client sends its certificate.
+const HANDSHAKES_PER_CORE: usize = 64;
+
 /// Accepts TCP connections and completes TLS handshakes concurrently (a slow or failing
-/// handshake never holds up the others); established streams go to the server.
+/// handshake never holds up the others; at most [`HANDSHAKES_PER_CORE`] per core at once,
+/// in arrival order); established streams go to the server.
 fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -60,6 +71,8 @@ fn tls_incoming(
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(256);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_PER_CORE * cores));
     let task = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -71,9 +84,13 @@ fn tls_incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                let handshake = async {
+                    let _permit = handshakes.acquire().await;
+                    acceptor.accept(tcp).await
+                };
+                match tokio::time::timeout(Duration::from_secs(10), handshake).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }

@@ -413,10 +413,29 @@ impl Core {
 /// The resolver of one node: the [`Core`], and a wake-up per agent with an open stream.
 pub struct Resolver {
     core: RwLock<Core>,
-    wakers: Mutex<HashMap<String, watch::Sender<u64>>>,
+    wakers: Mutex<Wakers>,
     applied: watch::Sender<u64>,
     /// Agents woken because their inputs changed, since the node started.
     pub recomputed: AtomicU64,
+}
+
+/// A wake-up per agent with an open stream. Closed streams leave their sender behind until
+/// the next sweep, which runs when the map has doubled since the last one: sweeping on
+/// every stream opening cost O(agents) each, O(agents²) for a reconnect storm.
+#[derive(Default)]
+struct Wakers {
+    by_agent: HashMap<String, watch::Sender<u64>>,
+    sweep_at: usize,
+}
+
+impl Wakers {
+    fn subscribe(&mut self, id: &str) -> watch::Receiver<u64> {
+        if self.by_agent.len() >= self.sweep_at {
+            self.by_agent.retain(|_, tx| tx.receiver_count() > 0);
+            self.sweep_at = (self.by_agent.len() * 2).max(1024);
+        }
+        self.by_agent.entry(id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
 }
 
 /// One agent's record and revocation, as [`security::agents`] gives them.
@@ -512,9 +531,9 @@ impl Resolver {
         let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
         let wake = |tx: &watch::Sender<u64>| tx.send_modify(|n| *n += 1);
         if affected.all {
-            wakers.values().for_each(wake);
+            wakers.by_agent.values().for_each(wake);
         } else {
-            affected.ids.iter().filter_map(|id| wakers.get(id)).for_each(wake);
+            affected.ids.iter().filter_map(|id| wakers.by_agent.get(id)).for_each(wake);
         }
         drop(wakers);
         self.applied.send_replace(target);
@@ -541,9 +560,7 @@ impl Resolver {
 
     /// A receiver that changes whenever agent `id`'s desired state may have.
     pub fn watch(&self, id: &str) -> watch::Receiver<u64> {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
-        wakers.retain(|_, tx| tx.receiver_count() > 0);
-        wakers.entry(id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner()).subscribe(id)
     }
 
     /// Waits until the resolver reflects at least `revision`.
@@ -556,6 +573,29 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closed_streams_are_swept_while_open_ones_keep_their_wake_up() {
+        let mut wakers = Wakers::default();
+        let mut open = Vec::new();
+        for i in 0..10_000 {
+            let rx = wakers.subscribe(&format!("agt-{i}"));
+            if i % 4 == 0 {
+                open.push((i, rx));
+            }
+        }
+        // 2,500 open; the closed ones are gone at every sweep, so the map stays within
+        // twice what is open (and never sweeps on every opening).
+        assert!(wakers.by_agent.len() <= 2 * open.len() + 1024, "{}", wakers.by_agent.len());
+        for (i, rx) in &mut open {
+            wakers.by_agent[&format!("agt-{i}")].send_modify(|n| *n += 1);
+            assert!(rx.has_changed().unwrap(), "agent {i} lost its wake-up");
+        }
+        // A second stream of an agent shares the agent's sender.
+        let again = wakers.subscribe("agt-0");
+        wakers.by_agent["agt-0"].send_modify(|n| *n += 1);
+        assert!(again.has_changed().unwrap() && open[0].1.has_changed().unwrap());
+    }
 
     #[test]
     fn the_same_documents_from_a_released_record_change_nothing() {
