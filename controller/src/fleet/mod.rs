@@ -137,8 +137,15 @@ pub struct Report {
     pub agent_version: String,
 }
 
-/// Commits `report` of agent `id` (status, events and changed facts in one entry) and
-/// returns the ids of the events now stored.
+/// Commits `report` of agent `id` (status, events and changed facts in one entry, shared
+/// with other reports unless facts changed) and returns the ids of the events now stored.
+///
+/// A report without enforcer states keeps the stored ones, read when the report arrives,
+/// not when its batch applies: of two reports of one agent in one batch (an agent that
+/// retried before the first was answered) the later is stored last and wins, but carries
+/// the states stored before the first. `bulwark-agent` sends the state of every enforcer
+/// that has run in every report, so an empty list means none has run yet and the states
+/// taken over are the ones it had anyway.
 pub async fn report(node: &Node, id: &str, report: Report) -> Result<Vec<String>, NodeError> {
     if report.events.len() > MAX_REPORT_EVENTS {
         return Err(NodeError::Invalid(format!(
@@ -169,7 +176,8 @@ pub async fn report(node: &Node, id: &str, report: Report) -> Result<Vec<String>
     let stored: Vec<String> = report.events.iter().map(|e| e.id.clone()).collect();
     for event in &report.events {
         ops.push(note(format!("event/{}/{id}", event.id), encode(event)?, false));
-        ops.push(note(format!("agent-event/{id}/{}", event.id), Vec::new(), false));
+        // Empty, so replacing is the same as keeping, and spares the apply a lookup.
+        ops.push(note(format!("agent-event/{id}/{}", event.id), Vec::new(), true));
     }
     let facts = match report.facts {
         Some(facts) => security::facts_update(&node.reader, id, facts)?,
