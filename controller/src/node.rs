@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bulwark_proto::v1::cluster_service_client::ClusterServiceClient;
@@ -16,6 +16,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
+use crate::fleet::batch::{self, NoteBatcher};
 use crate::raft::network::{PeerError, Peers};
 use crate::raft::state_machine::{Reader, open_storage};
 use crate::raft::{NodeId, Raft, Snapshot, decode, encode};
@@ -112,7 +113,7 @@ impl StartError {
 }
 
 /// Why an operation failed; `grpc::status` maps each to a gRPC status once.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
     #[error("node {id} is not the leader; the leader is node {leader_id} at {leader_addr}")]
     NotLeader { id: NodeId, leader_id: NodeId, leader_addr: String },
@@ -301,6 +302,8 @@ pub struct Node {
     /// Random per process start: streams served before a restart are over.
     pub boot: u64,
     pub metrics: crate::metrics::Metrics,
+    /// Groups note writes (reports, presence, beats) into one Raft entry.
+    pub notes: NoteBatcher,
     tuning: Tuning,
 }
 
@@ -352,7 +355,8 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         tracing::info!(node_id = config.node_id, addr = %config.advertise, "raft started");
-        Ok(Arc::new(Node {
+        Ok(Arc::new_cyclic(|node: &Weak<Node>| Node {
+            notes: NoteBatcher::spawn(batch::Limits::default(), write_through(node.clone())),
             id: config.node_id,
             addr: config.advertise,
             cluster_name: config.cluster_name,
@@ -742,6 +746,20 @@ impl Node {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// The note batcher's way to commit: [`Node::write`], while the node exists (the batcher
+/// holds no strong reference, so dropping the node stops it).
+fn write_through(node: Weak<Node>) -> batch::WriteFn {
+    Arc::new(move |command| {
+        let node = node.clone();
+        Box::pin(async move {
+            match node.upgrade() {
+                Some(node) => node.write(command.into()).await,
+                None => Err(NodeError::ShuttingDown),
+            }
+        })
+    })
 }
 
 fn fatal(e: openraft::error::Fatal<NodeId>) -> NodeError {

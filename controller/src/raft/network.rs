@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bulwark_proto::v1::RaftPayload;
 use bulwark_proto::v1::raft_service_client::RaftServiceClient;
-use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -16,11 +15,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{BasicNode, EntryPayload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, ClientTlsConfig};
 
-use super::{NodeId, TypeConfig, decode, encode};
+use super::{Entry, LogId, NodeId, TypeConfig, decode, encode};
+use crate::store::Command;
 
 /// Metadata key naming the sender's cluster on every peer request.
 pub const CLUSTER_HEADER: &str = "x-bulwark-cluster";
@@ -152,13 +153,67 @@ fn status_to_rpc_error<E: std::error::Error>(
     }
 }
 
+/// The most entry bytes (keys and values) one AppendEntries carries. openraft 0.9 sends up
+/// to `max_payload_entries` (300) entries at once and gives the call one heartbeat interval
+/// (100 ms): 300 batches of notes would never fit, and a follower behind by that much would
+/// never catch up. A call carries at least one entry.
+pub const APPEND_BUDGET: usize = 4 << 20;
+
+/// What an entry weighs against [`APPEND_BUDGET`]: its keys and values, plus a little per
+/// command.
+fn entry_bytes(entry: &Entry) -> usize {
+    fn command_bytes(cmd: &Command) -> usize {
+        32 + match cmd {
+            Command::Put { kind, key, value, .. } => kind.len() + key.len() + value.len(),
+            Command::Delete { kind, key, .. } => kind.len() + key.len(),
+            Command::Audit { key, entry: value } | Command::Note { key, value, .. } => {
+                key.len() + value.len()
+            }
+            Command::ForgetNote { key } => key.len(),
+            Command::Txn(ops) => ops.iter().map(command_bytes).sum(),
+        }
+    }
+    match &entry.payload {
+        EntryPayload::Normal(p) => command_bytes(&p.command),
+        EntryPayload::Blank | EntryPayload::Membership(_) => 64,
+    }
+}
+
+/// Keeps the first entries of `rpc` that fit in `budget` (at least one); returns the log id
+/// of the last one kept when some were left for the next call.
+fn keep_within(rpc: &mut AppendEntriesRequest<TypeConfig>, budget: usize) -> Option<LogId> {
+    let mut used = 0;
+    let keep = rpc
+        .entries
+        .iter()
+        .position(|e| {
+            used += entry_bytes(e);
+            used > budget
+        })
+        .map_or(rpc.entries.len(), |over| over.max(1));
+    if keep == rpc.entries.len() {
+        return None;
+    }
+    rpc.entries.truncate(keep);
+    rpc.entries.last().map(|e| e.log_id)
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.call(Method::Append, &rpc, &option).await
+        let sent_up_to = keep_within(&mut rpc, APPEND_BUDGET);
+        let response = self.call(Method::Append, &rpc, &option).await?;
+        // The follower took what was sent; openraft sends the rest next. Its commit index
+        // is capped at what it holds, so a `leader_commit` beyond that is safe.
+        Ok(match (response, sent_up_to) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (response, _) => response,
+        })
     }
 
     async fn install_snapshot(
@@ -175,5 +230,44 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
         self.call(Method::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::store::Proposal;
+
+    fn entry(index: u64, value_len: usize) -> Entry {
+        let command = Command::Note { key: "k".into(), value: vec![0; value_len], replace: true };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal { request_id: None, command }),
+        }
+    }
+
+    fn request(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: sizes.iter().enumerate().map(|(i, n)| entry(i as u64 + 1, *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn an_append_carries_what_fits_in_the_budget_and_at_least_one_entry() {
+        let check = |sizes: &[usize], kept: usize, last: Option<u64>| {
+            let mut rpc = request(sizes);
+            assert_eq!(keep_within(&mut rpc, 1000).map(|l| l.index), last, "{sizes:?}");
+            assert_eq!(rpc.entries.len(), kept, "{sizes:?}");
+        };
+        check(&[100, 100, 100], 3, None);
+        check(&[], 0, None);
+        check(&[400, 400, 400], 2, Some(2));
+        check(&[5000, 10], 1, Some(1));
+        check(&[5000], 1, None);
     }
 }

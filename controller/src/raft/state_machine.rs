@@ -416,23 +416,27 @@ impl StateMachine {
         revision: u64,
         index: u32,
     ) -> Result<bool, StorageError> {
-        let (kind, key) = match &cmd {
-            Command::Put { kind, key, .. } | Command::Delete { kind, key, .. } => (kind, key),
+        let cmd = match cmd {
+            Command::Put { .. } | Command::Delete { .. } => cmd,
             // An audit entry beside the changes it records; takes no revision.
             Command::Audit { key, entry } => {
-                self.put_audit(key, entry.clone(), batch)?;
+                self.put_audit(&key, entry, batch)?;
                 return Ok(false);
             }
+            // Moved, not copied: a batch of notes carries thousands of values.
             Command::Note { key, value, replace } => {
-                self.put_note(key, value.clone(), *replace, batch)?;
+                self.put_note(&key, value, replace, batch)?;
                 return Ok(false);
             }
             Command::ForgetNote { key } => {
-                self.forget_note(key, batch);
+                self.forget_note(&key, batch);
                 return Ok(false);
             }
             // Rejected by validation.
             Command::Txn(_) => return Ok(false),
+        };
+        let (Command::Put { kind, key, .. } | Command::Delete { kind, key, .. }) = &cmd else {
+            return Ok(false);
         };
         let rkey = record_key(kind, key);
         let current = self.current_record(&batch.records, &rkey)?;

@@ -10,6 +10,9 @@
 //! - `agent-event/<agent>/<event id>`: empty, the per-agent index of the same events
 //! - `beat/<node>`: [`Beat`], every [`BEAT_EVERY`] from each node: a node whose beat is older
 //!   than [`BEAT_EXPIRY`] is gone, and so are the streams it served.
+//!
+//! These notes are written through the node's [`batch::NoteBatcher`], so a fleet reporting at
+//! once makes a few Raft entries, not one per report.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +25,8 @@ use crate::node::{Node, NodeError};
 use crate::raft::state_machine::Reader;
 use crate::security::{self, AgentRecord, HostFacts};
 use crate::store::Command;
+
+pub mod batch;
 
 pub const BEAT_EVERY: Duration = Duration::from_secs(5);
 pub const BEAT_EXPIRY: Duration = Duration::from_secs(20);
@@ -132,8 +137,15 @@ pub struct Report {
     pub agent_version: String,
 }
 
-/// Commits `report` of agent `id` (status, events and changed facts in one entry) and
-/// returns the ids of the events now stored.
+/// Commits `report` of agent `id` (status, events and changed facts in one entry, shared
+/// with other reports unless facts changed) and returns the ids of the events now stored.
+///
+/// A report without enforcer states keeps the stored ones, read when the report arrives,
+/// not when its batch applies: of two reports of one agent in one batch (an agent that
+/// retried before the first was answered) the later is stored last and wins, but carries
+/// the states stored before the first. `bulwark-agent` sends the state of every enforcer
+/// that has run in every report, so an empty list means none has run yet and the states
+/// taken over are the ones it had anyway.
 pub async fn report(node: &Node, id: &str, report: Report) -> Result<Vec<String>, NodeError> {
     if report.events.len() > MAX_REPORT_EVENTS {
         return Err(NodeError::Invalid(format!(
@@ -164,14 +176,29 @@ pub async fn report(node: &Node, id: &str, report: Report) -> Result<Vec<String>
     let stored: Vec<String> = report.events.iter().map(|e| e.id.clone()).collect();
     for event in &report.events {
         ops.push(note(format!("event/{}/{id}", event.id), encode(event)?, false));
-        ops.push(note(format!("agent-event/{id}/{}", event.id), Vec::new(), false));
+        // Empty, so replacing is the same as keeping, and spares the apply a lookup.
+        ops.push(note(format!("agent-event/{id}/{}", event.id), Vec::new(), true));
     }
-    if let Some(facts) = report.facts
-        && let Some(op) = security::facts_update(&node.reader, id, facts)?
-    {
-        ops.push(op);
+    let facts = match report.facts {
+        Some(facts) => security::facts_update(&node.reader, id, facts)?,
+        None => None,
+    };
+    match facts {
+        // Notes only: one batch with other reports.
+        None => {
+            node.notes.submit(ops).await?;
+        }
+        // A compare-and-set on the agent record fails its whole entry: written alone.
+        Some(op) => {
+            ops.push(op);
+            let written = node.write(Command::Txn(ops).into()).await?;
+            if written.outcome.conflict.is_some() {
+                return Err(NodeError::Unavailable(format!(
+                    "agent {id}'s record changed while its report was written; nothing was stored, retry"
+                )));
+            }
+        }
     }
-    node.write(Command::Txn(ops).into()).await?;
     Ok(stored)
 }
 
@@ -179,7 +206,7 @@ pub async fn report(node: &Node, id: &str, report: Report) -> Result<Vec<String>
 pub async fn set_presence(node: &Node, id: &str, connected: bool) -> Result<(), NodeError> {
     let presence = Presence { boot: node.boot, connected, at_ms: now_ms() };
     let key = format!("presence/{id}/{}", node.id);
-    node.write(note(key, encode(&presence)?, true).into()).await.map(|_| ())
+    node.notes.submit(vec![note(key, encode(&presence)?, true)]).await.map(|_| ())
 }
 
 /// Writes this node's beat every [`BEAT_EVERY`] while the node runs.
@@ -194,7 +221,8 @@ pub fn spawn_beats(node: Arc<Node>) {
             if node.raft.metrics().borrow().current_leader.is_none() {
                 continue;
             }
-            if let Err(e) = node.write(note(format!("beat/{}", node.id), value, true).into()).await
+            if let Err(e) =
+                node.notes.submit(vec![note(format!("beat/{}", node.id), value, true)]).await
             {
                 tracing::debug!(error = %e, "node beat not written");
             }
