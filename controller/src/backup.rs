@@ -131,7 +131,7 @@ pub async fn restore(opts: &RestoreOptions) -> Result<SnapshotHeader, StartError
         |e: &dyn std::fmt::Display| StartError::Store { path: dir.clone(), reason: e.to_string() };
     let db = crate::node::open_sled(dir)?;
     let (mut log, mut sm) =
-        crate::raft::state_machine::open_storage(&db).map_err(|e| store_err(&e))?;
+        crate::raft::state_machine::open_storage(&db, dir).map_err(|e| store_err(&e))?;
     // A term-1 leader at the snapshot's index: the node's own vote, committed.
     let leader = CommittedLeaderId::new(1, opts.node_id);
     let last = LogId::new(leader, header.last_log_index.max(1));

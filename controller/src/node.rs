@@ -332,7 +332,7 @@ impl Node {
         };
         check_data_dir(&config)?;
         let db = open_sled(&config.data_dir)?;
-        let (log, sm) = open_storage(&db).map_err(|e| StartError::Store {
+        let (log, sm) = open_storage(&db, &config.data_dir).map_err(|e| StartError::Store {
             path: config.data_dir.clone(),
             reason: e.to_string(),
         })?;

@@ -1,5 +1,5 @@
-//! The openraft pieces: type configuration, the sled-backed log store and state machine,
-//! and the gRPC peer network.
+//! The openraft pieces: type configuration, the file-backed log store, the sled-backed state
+//! machine, and the gRPC peer network.
 
 // openraft's storage traits return `StorageError` (224 bytes) by value; helpers that
 // build it follow the same signature rather than boxing and unboxing at every call.

@@ -728,9 +728,14 @@ pub fn snapshot_revision(data: &[u8]) -> Result<u64, postcard::Error> {
     Ok(decode::<SnapshotPayload>(data)?.revision)
 }
 
-/// Opens the log store and state machine of a data directory's sled database.
-pub fn open_storage(db: &sled::Db) -> Result<(super::LogStore, StateMachine), StorageError> {
-    let log = super::LogStore::open(db).map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+/// Opens the log store (`data_dir/raft-log`) and the state machine (in `db`, the data dir's
+/// sled database) of a data dir.
+pub fn open_storage(
+    db: &sled::Db,
+    data_dir: &std::path::Path,
+) -> Result<(super::LogStore, StateMachine), StorageError> {
+    let log = super::LogStore::open(db, data_dir)
+        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
     Ok((log, StateMachine::open(db)?))
 }
 

@@ -5,21 +5,21 @@ use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
 use super::*;
 use crate::raft::LogStore;
 
-struct SledBuilder;
+struct FileLogBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for FileLogBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::open(dir.path().join("sled")).expect("open sled");
-        let (log, sm) = open_storage(&db)?;
+        let (log, sm) = open_storage(&db, dir.path())?;
         Ok((dir, log, sm))
     }
 }
 
-/// openraft's storage conformance suite against the sled log store and state machine.
+/// openraft's storage conformance suite against the file log store and sled state machine.
 #[test]
 fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(SledBuilder)
+    Suite::test_all(FileLogBuilder)
 }
 
 fn entry(index: u64, cmd: Command) -> Entry {
