@@ -350,7 +350,9 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let peers = Peers::new(tls.client_config(), config.cluster_name.clone());
+        let peer_tls =
+            tls.rustls_peer_config().map_err(|e| StartError::Config(format!("TLS: {e}")))?;
+        let peers = Peers::for_controller(peer_tls, config.cluster_name.clone());
         let raft = Raft::new(config.node_id, Arc::new(raft_config), peers.clone(), log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;

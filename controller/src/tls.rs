@@ -30,6 +30,11 @@ pub struct TlsError {
     source: std::io::Error,
 }
 
+/// The ALPN protocol a controller offers (after `h2`, which is what is spoken) when it
+/// dials a peer. A hint only, for the order of handshakes: what a caller may do is decided
+/// by its certificate, after the handshake.
+pub const PEER_ALPN: &[u8] = b"bulwark-peer";
+
 /// The loaded PEM material.
 #[derive(Clone)]
 pub struct TlsMaterial {
@@ -103,6 +108,34 @@ impl TlsMaterial {
             .with_single_cert(chain, key)
             .map_err(|e| format!("certificate and key do not match: {e}"))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+
+    /// The rustls client configuration of a controller dialling its peers: TLS 1.3, the
+    /// server verified against the cluster CA, our certificate presented, and ALPN `h2`
+    /// then [`PEER_ALPN`], which lets a flooded peer complete this handshake before the
+    /// agents' (see `grpc::tls_incoming`).
+    pub fn rustls_peer_config(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let ca = ca.map_err(|e| format!("CA certificate: {e}"))?;
+            roots.add(ca).map_err(|e| format!("CA certificate: {e}"))?;
+        }
+        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| format!("private key: {e}"))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("TLS 1.3: {e}"))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("certificate and key do not match: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), PEER_ALPN.to_vec()];
         Ok(config)
     }
 

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::auth::{Caller, Peer};
 use super::caller;
 use crate::fleet;
-use crate::node::Node;
+use crate::node::{Consistency, Node};
 use crate::policy::model::{
     Action, Direction, InterfaceKind, Mode, Protocol, UserAction, WifiSecurity, Wireless,
 };
@@ -183,6 +183,7 @@ impl AgentService for AgentApi {
             have: r.have_revision,
             caught_up: false,
             done: false,
+            unknown_confirmed: false,
             open: Open::new(self.node.clone(), id),
         };
         Ok(Response::new(Box::pin(futures::stream::unfold(state, Desired::next))))
@@ -347,6 +348,8 @@ struct Desired {
     caught_up: bool,
     /// A final error was sent: the stream ends.
     done: bool,
+    /// The agent was unknown here once, and this node has since caught up with the leader.
+    unknown_confirmed: bool,
     open: Open,
 }
 
@@ -378,6 +381,22 @@ impl Desired {
                     return Some((Ok(resolved_to_pb(state)), self));
                 }
                 Some(_) => {}
+                // This node may not have applied the enrollment yet (it just restarted and
+                // replays its log, or lags behind): catch up with the leader's commit
+                // before telling the agent it is unknown, which it may take as final.
+                None if !self.unknown_confirmed => {
+                    self.unknown_confirmed = true;
+                    if let Err(e) = node.read_barrier(Consistency::Linearizable).await {
+                        self.done = true;
+                        let status = Status::unavailable(format!(
+                            "controller {} does not know agent {id} yet and cannot check with the leader: {e}",
+                            node.id
+                        ));
+                        return Some((Err(status), self));
+                    }
+                    self.resolver.caught_up(node.reader.revision()).await;
+                    continue;
+                }
                 None => {
                     self.done = true;
                     let status =

@@ -32,7 +32,6 @@ use bulwark_proto::v1::security_service_server::SecurityServiceServer;
 use bulwark_proto::v1::store_service_server::StoreServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::node::Node;
@@ -57,15 +56,16 @@ pub enum ServeError {
 /// and the work was wasted (bulwark-loadgen: 5,000 agents streaming again after 7.5 s).
 /// Taken in arrival order, each handshake completes within milliseconds of its start.
 /// Per core, generous: a handshake holds its permit for a network round trip or two while
-/// the client sends its certificate.
+/// the client sends its certificate. Peer controllers (they offer [`crate::tls::PEER_ALPN`])
+/// take no permit: Raft's votes and heartbeats must not queue behind the agents.
 const HANDSHAKES_PER_CORE: usize = 64;
 
 /// Accepts TCP connections and completes TLS handshakes concurrently (a slow or failing
 /// handshake never holds up the others; at most [`HANDSHAKES_PER_CORE`] per core at once,
-/// in arrival order); established streams go to the server.
+/// in arrival order, peers first); established streams go to the server.
 fn tls_incoming(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
 ) -> (
     ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>,
     tokio::task::JoinHandle<()>,
@@ -84,11 +84,22 @@ fn tls_incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
+            let (config, tx, handshakes) = (config.clone(), tx.clone(), handshakes.clone());
             tokio::spawn(async move {
                 let handshake = async {
-                    let _permit = handshakes.acquire().await;
-                    acceptor.accept(tcp).await
+                    let start = tokio_rustls::LazyConfigAcceptor::new(
+                        rustls::server::Acceptor::default(),
+                        tcp,
+                    )
+                    .await?;
+                    // A peer controller goes first: an election after a restart of the
+                    // cluster must not wait behind thousands of reconnecting agents.
+                    let peer = start
+                        .client_hello()
+                        .alpn()
+                        .is_some_and(|mut offered| offered.any(|p| p == crate::tls::PEER_ALPN));
+                    let _permit = if peer { None } else { Some(handshakes.acquire().await) };
+                    start.into_stream(config).await
                 };
                 match tokio::time::timeout(Duration::from_secs(10), handshake).await {
                     Ok(Ok(tls)) => {
@@ -111,7 +122,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let tls = node.tls.rustls_server_config().map_err(ServeError::Tls)?;
-    let (incoming, accept_task) = tls_incoming(listener, TlsAcceptor::from(Arc::new(tls)));
+    let (incoming, accept_task) = tls_incoming(listener, Arc::new(tls));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RaftServiceServer<raft::RaftApi>>().await;
     health.set_serving::<ClusterServiceServer<cluster::ClusterApi>>().await;

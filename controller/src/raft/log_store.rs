@@ -61,8 +61,10 @@ pub const DIR: &str = "raft-log";
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// The most entries the cache of the newest entries holds...
 pub const CACHE_ENTRIES: usize = 4096;
-/// ...and the most payload bytes.
-pub const CACHE_BYTES: usize = 32 << 20;
+/// ...and the most payload bytes: one AppendEntries' worth (4 MiB) for each follower in
+/// step, with room. More only costs memory (agents' report batches fill it within seconds);
+/// a follower further behind reads the segments.
+pub const CACHE_BYTES: usize = 8 << 20;
 
 const META: &str = "meta";
 const META_TMP: &str = "meta.tmp";

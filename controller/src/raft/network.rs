@@ -29,14 +29,30 @@ pub const CLUSTER_HEADER: &str = "x-bulwark-cluster";
 /// Connections to the other controllers, one lazily connected channel per address.
 #[derive(Clone)]
 pub struct Peers {
-    tls: ClientTlsConfig,
+    dial: Dial,
     cluster_name: String,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
+/// How TLS connections are made.
+#[derive(Clone)]
+enum Dial {
+    /// tonic's own TLS (administrators' clients).
+    Tonic(ClientTlsConfig),
+    /// Our rustls configuration, offering the peer ALPN: a controller dialling a peer.
+    Peer(Arc<rustls::ClientConfig>),
+}
+
 impl Peers {
     pub fn new(tls: ClientTlsConfig, cluster_name: String) -> Self {
-        Self { tls, cluster_name, channels: Arc::default() }
+        Self { dial: Dial::Tonic(tls), cluster_name, channels: Arc::default() }
+    }
+
+    /// A controller's connections to its peers: their handshakes go before the agents' on
+    /// a flooded peer (see [`crate::tls::PEER_ALPN`]), so an election right after a restart
+    /// of the cluster does not wait for every agent to reconnect first.
+    pub fn for_controller(tls: rustls::ClientConfig, cluster_name: String) -> Self {
+        Self { dial: Dial::Peer(Arc::new(tls)), cluster_name, channels: Arc::default() }
     }
 
     /// A channel to `addr` (`host:port`), created on first use and then shared.
@@ -45,14 +61,26 @@ impl Peers {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Channel::from_shared(format!("https://{addr}"))
+        let scheme = match self.dial {
+            Dial::Tonic(_) => "https",
+            // The connector does TLS itself; to tonic the connection is plain.
+            Dial::Peer(_) => "http",
+        };
+        let endpoint = Channel::from_shared(format!("{scheme}://{addr}"))
             .map_err(|_| PeerError::InvalidAddress(addr.to_owned()))?
-            .tls_config(self.tls.clone())?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = match &self.dial {
+            Dial::Tonic(tls) => endpoint.tls_config(tls.clone())?.connect_lazy(),
+            Dial::Peer(tls) => {
+                let (tls, addr) = (tokio_rustls::TlsConnector::from(tls.clone()), addr.to_owned());
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                    dial_peer(tls.clone(), addr.clone())
+                }))
+            }
+        };
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -76,6 +104,25 @@ impl Peers {
         }
         req
     }
+}
+
+/// TCP, then TLS with our rustls configuration, to the peer at `addr` (`host:port`); the
+/// server is verified under the address's host, as tonic would.
+async fn dial_peer(
+    tls: tokio_rustls::TlsConnector,
+    addr: String,
+) -> std::io::Result<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>
+{
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    let host = match addr.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => return Err(invalid(format!("peer address {addr} has no port"))),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| invalid(format!("peer address {addr}: {e}")))?;
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(hyper_util::rt::TokioIo::new(tls.connect(name, tcp).await?))
 }
 
 /// A peer address that cannot be dialled.
