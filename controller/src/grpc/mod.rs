@@ -172,3 +172,6 @@ pub(crate) fn audited<T>(message: T, target: String) -> tonic::Response<T> {
     resp.extensions_mut().insert(auth::AuditTarget(target));
     resp
 }
+
+#[cfg(test)]
+mod tests;
