@@ -69,38 +69,64 @@ impl TlsMaterial {
         })
     }
 
+    /// The cluster CA as rustls trust roots.
+    fn roots(&self) -> Result<rustls::RootCertStore, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in self.ca_certificates() {
+            roots.add(ca?).map_err(|e| format!("CA certificate: {e}"))?;
+        }
+        Ok(roots)
+    }
+
+    fn ca_certificates(
+        &self,
+    ) -> impl Iterator<Item = Result<rustls::pki_types::CertificateDer<'static>, String>> + '_ {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_slice_iter(&self.ca_pem)
+            .map(|ca| ca.map_err(|e| format!("CA certificate: {e}")))
+    }
+
+    /// Our certificate chain and private key.
+    fn chain_and_key(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls::pki_types::CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        ),
+        String,
+    > {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| format!("private key: {e}"))?;
+        Ok((chain, key))
+    }
+
     /// The server's rustls configuration: TLS 1.3 only, our certificate, and client
     /// certificates verified against the cluster CA. A client may connect without one (for
     /// `Enroll` and health checks only); the authorization layer refuses it everywhere else.
     pub fn rustls_server_config(&self) -> Result<rustls::ServerConfig, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in CertificateDer::pem_slice_iter(&self.ca_pem) {
-            let ca = ca.map_err(|e| format!("CA certificate: {e}"))?;
-            roots.add(ca).map_err(|e| format!("CA certificate: {e}"))?;
-        }
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            std::sync::Arc::new(roots),
+            std::sync::Arc::new(self.roots()?),
             provider.clone(),
         )
         .allow_unauthenticated()
         .build()
         .map_err(|e| format!("client verifier: {e}"))?;
-        let mut chain = CertificateDer::pem_slice_iter(&self.cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate: {e}"))?;
+        let (mut chain, key) = self.chain_and_key()?;
         // The CA goes along, so an agent that pins the CA's fingerprint (instead of having
         // the CA file) can find and check it before it sends its bootstrap token.
-        for ca in CertificateDer::pem_slice_iter(&self.ca_pem) {
-            let ca = ca.map_err(|e| format!("CA certificate: {e}"))?;
+        for ca in self.ca_certificates() {
+            let ca = ca?;
             if !chain.contains(&ca) {
                 chain.push(ca);
             }
         }
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
-            .map_err(|e| format!("private key: {e}"))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| format!("TLS 1.3: {e}"))?
@@ -116,23 +142,12 @@ impl TlsMaterial {
     /// then [`PEER_ALPN`], which lets a flooded peer complete this handshake before the
     /// agents' (see `grpc::tls_incoming`).
     pub fn rustls_peer_config(&self) -> Result<rustls::ClientConfig, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in CertificateDer::pem_slice_iter(&self.ca_pem) {
-            let ca = ca.map_err(|e| format!("CA certificate: {e}"))?;
-            roots.add(ca).map_err(|e| format!("CA certificate: {e}"))?;
-        }
-        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
-            .map_err(|e| format!("private key: {e}"))?;
+        let (chain, key) = self.chain_and_key()?;
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| format!("TLS 1.3: {e}"))?
-            .with_root_certificates(roots)
+            .with_root_certificates(self.roots()?)
             .with_client_auth_cert(chain, key)
             .map_err(|e| format!("certificate and key do not match: {e}"))?;
         config.alpn_protocols = vec![b"h2".to_vec(), PEER_ALPN.to_vec()];
