@@ -2,7 +2,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use futures::StreamExt;
 use rustls::pki_types::ServerName;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -27,13 +27,17 @@ fn localhost() -> ServerName<'static> {
 }
 
 /// A client that sends its ClientHello and then nothing: the server holds a handshake for
-/// it (and, without the peer ALPN, a permit) until the connection closes.
+/// it (and, without the peer ALPN, a permit) until the connection closes. Returns once the
+/// server has answered, i.e. holds its permit.
 async fn stalled_hello(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> TcpStream {
     let mut conn = rustls::ClientConnection::new(config, localhost()).unwrap();
     let mut hello = Vec::new();
     conn.write_tls(&mut hello).unwrap();
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(&hello).await.unwrap();
+    let mut reply = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut reply)).await;
+    assert!(matches!(read, Ok(Ok(1))), "the server did not answer a ClientHello: {read:?}");
     tcp
 }
 
@@ -61,9 +65,9 @@ async fn a_peer_completes_its_handshake_while_agents_wait_for_a_turn() {
     for _ in 0..permits {
         stalled.push(stalled_hello(addr, agent.clone()).await);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let waiting = tokio::spawn(handshake(addr, agent.clone()));
+    // A check that nothing happens: half a second without a permit.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiting.is_finished(), "an agent's handshake went ahead of the queue");
 
