@@ -43,17 +43,9 @@ fn label<'a>(a: &'a pb::Agent, key: &str) -> &'a str {
 }
 
 fn enforcers_summary(a: &pb::Agent) -> String {
-    let managed: Vec<&pb::EnforcerStatus> =
-        a.enforcers.iter().filter(|e| e.state != pb::EnforcerState::NotManaged as i32).collect();
-    if managed.is_empty() {
-        return "-".into();
-    }
-    let off: Vec<String> = managed
-        .iter()
-        .filter(|e| e.state != pb::EnforcerState::Compliant as i32)
-        .map(|e| format!("{}: {}", esc(&e.enforcer), enforcer_state(e.state).1))
-        .collect();
-    if off.is_empty() { format!("all {} compliant", managed.len()) } else { off.join("; ") }
+    let item =
+        |e: &pb::EnforcerStatus| format!("{}: {}", esc(&e.enforcer), enforcer_state(e.state).1);
+    crate::ctl::fleet::summarize_enforcers(a, item, "; ")
 }
 
 /// A table of hosts per label value (site or role) and state.

@@ -185,6 +185,16 @@ fn online(a: &pb::Agent) -> String {
 
 /// "all 5 compliant", or the enforcers that are not, e.g. "firewall:repaired users:FAILED".
 fn enforcers_text(a: &pb::Agent) -> String {
+    summarize_enforcers(a, |e| format!("{}:{}", e.enforcer, state_name(e.state)), " ")
+}
+
+/// "-" when no enforcer is managed, "all N compliant", or the enforcers that are not, each
+/// as `item` writes it, joined by `separator` (the CLI's table and the web console).
+pub(crate) fn summarize_enforcers(
+    a: &pb::Agent,
+    item: impl Fn(&pb::EnforcerStatus) -> String,
+    separator: &str,
+) -> String {
     let managed: Vec<&pb::EnforcerStatus> =
         a.enforcers.iter().filter(|e| e.state != pb::EnforcerState::NotManaged as i32).collect();
     if managed.is_empty() {
@@ -193,9 +203,9 @@ fn enforcers_text(a: &pb::Agent) -> String {
     let off: Vec<String> = managed
         .iter()
         .filter(|e| e.state != pb::EnforcerState::Compliant as i32)
-        .map(|e| format!("{}:{}", e.enforcer, state_name(e.state)))
+        .map(|e| item(e))
         .collect();
-    if off.is_empty() { format!("all {} compliant", managed.len()) } else { off.join(" ") }
+    if off.is_empty() { format!("all {} compliant", managed.len()) } else { off.join(separator) }
 }
 
 fn agent_json(a: &pb::Agent) -> serde_json::Value {

@@ -2,7 +2,7 @@
 
 pub mod bench;
 mod console;
-mod fleet;
+pub(crate) mod fleet;
 mod logins;
 mod policy;
 pub mod report;
