@@ -13,23 +13,7 @@ use crate::client::Client;
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
     /// Durable writes of fixed-size records through the leader, at several concurrencies.
-    Put {
-        /// Concurrent clients per round, comma-separated; one round each.
-        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
-        clients: Vec<usize>,
-        /// How long each round writes.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Bytes per record value.
-        #[arg(long, default_value_t = 256)]
-        value_size: usize,
-        /// TLS connections the clients of a round share (at most one per client).
-        #[arg(long, default_value_t = 16)]
-        connections: usize,
-        /// Also write the results as JSON to this file.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-    },
+    Put(PutArgs),
     /// Time to resolve the desired state of a synthetic fleet (offline, in this process):
     /// AGENTS agents over 20 label-selected segments, POLICIES policies of 5 rules each.
     Resolve {
@@ -45,6 +29,26 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
+}
+
+/// The put driver's flags: `bulwarkctl bench put` and the side-by-side `bulwark-raftbench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PutArgs {
+    /// Concurrent clients per round, comma-separated; one round each.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    pub clients: Vec<usize>,
+    /// How long each round writes.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// TLS connections the clients of a round share (at most one per client).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// Latency summary of one round.
@@ -215,7 +219,7 @@ pub async fn put_round<P: Put>(
 
 pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<(), CtlError> {
     match cmd {
-        BenchCmd::Put { clients, duration, value_size, connections, json } => {
+        BenchCmd::Put(PutArgs { clients, duration, value_size, connections, json }) => {
             let leader = leader_endpoint(cli).await?;
             println!(
                 "bench put: {value_size}-byte values, {duration:?} per round, writes to leader {leader}"

@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bulwark_controller::ctl::bench::{RecordPut, Round, fsync_latency, put_round, run_prefix};
+use bulwark_controller::ctl::bench::{
+    PutArgs, RecordPut, Round, fsync_latency, put_round, run_prefix,
+};
 use bulwark_integration_tests::etcd::{EtcdCluster, EtcdPut};
 use bulwark_integration_tests::{Cluster, ClusterOptions};
 use clap::Parser;
@@ -17,25 +19,12 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "bulwark-raftbench")]
 struct Args {
-    /// Concurrent clients per round, comma-separated; one round each, per side.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
-    clients: Vec<usize>,
-    /// How long each round writes.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 256)]
-    value_size: usize,
-    /// Connections (each its own TLS connection) the clients of a round share, at most one
-    /// per client; the same on both sides.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
+    /// The same flags as `bulwarkctl bench put`; each round runs on both sides.
+    #[command(flatten)]
+    put: PutArgs,
     /// fsync samples for the disk's latency.
     #[arg(long, default_value_t = 2000)]
     fsync_count: usize,
-    /// Also write the results as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    json: Option<std::path::PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -48,7 +37,7 @@ struct Report {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let Args { put: args, fsync_count } = Args::parse();
     let cluster = Cluster::start_with(3, ClusterOptions { log: "warn", ..Default::default() })
         .await
         .context("starting the Bulwark cluster")?;
@@ -62,10 +51,10 @@ async fn main() -> Result<()> {
         etcd.members[etcd_leader].client_addr,
         etcd.dir().display()
     );
-    let (fsync_p50_ms, fsync_p99_ms) = fsync_latency(cluster.dir(), args.fsync_count)?;
+    let (fsync_p50_ms, fsync_p99_ms) = fsync_latency(cluster.dir(), fsync_count)?;
     println!(
         "fsync of 4 KiB (write + fdatasync), {} samples: p50 {fsync_p50_ms:.2} ms, p99 {fsync_p99_ms:.2} ms",
-        args.fsync_count
+        fsync_count
     );
     println!(
         "{}-byte values, new keys, {:?} per round, up to {} connections, mutual TLS, to the leader",
