@@ -125,18 +125,6 @@ fn host_input(a: pb::Agent) -> HostInput {
     }
 }
 
-fn audit_entry(e: pb::AuditEntry) -> AuditEntry {
-    AuditEntry {
-        at_unix_ms: e.at_unix_ms.max(0) as u64,
-        who: e.who,
-        method: e.method,
-        target: e.target,
-        peer: e.peer,
-        code: e.code,
-        message: e.message,
-    }
-}
-
 /// Why a report could not be gathered.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -184,7 +172,7 @@ pub async fn fetch(client: &Client, ca_pem: &str, options: Options) -> Result<In
     let mut audit = Vec::new();
     for method in ["PolicyService/", "RolloutService/Start"] {
         let req = pb::ListAuditRequest { since: 0, who: String::new(), method: method.into() };
-        audit.extend(client.list_audit(req).await?.into_iter().map(audit_entry));
+        audit.extend(client.list_audit(req).await?.into_iter().map(AuditEntry::from));
     }
     Ok(Inputs { options, cluster, documents, revisions, hosts, events, audit })
 }

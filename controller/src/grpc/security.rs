@@ -109,16 +109,37 @@ impl SecurityService for SecurityApi {
         let since_ms = (r.since.max(0) as u64).saturating_mul(1000);
         let entries = security::list_audit(&self.node.reader, since_ms, &r.who, &r.method)?
             .into_iter()
-            .map(|e| pb::AuditEntry {
-                at_unix_ms: e.at_unix_ms as i64,
-                who: e.who,
-                method: e.method,
-                target: e.target,
-                peer: e.peer,
-                code: e.code,
-                message: e.message,
-            })
+            .map(pb::AuditEntry::from)
             .collect();
         Ok(Response::new(pb::ListAuditReply { entries }))
+    }
+}
+
+impl From<security::AuditEntry> for pb::AuditEntry {
+    fn from(e: security::AuditEntry) -> Self {
+        Self {
+            at_unix_ms: e.at_unix_ms as i64,
+            who: e.who,
+            method: e.method,
+            target: e.target,
+            peer: e.peer,
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// The other way, for clients (the compliance report).
+impl From<pb::AuditEntry> for security::AuditEntry {
+    fn from(e: pb::AuditEntry) -> Self {
+        Self {
+            at_unix_ms: e.at_unix_ms.max(0) as u64,
+            who: e.who,
+            method: e.method,
+            target: e.target,
+            peer: e.peer,
+            code: e.code,
+            message: e.message,
+        }
     }
 }
