@@ -4,6 +4,7 @@
 //! controller has committed them.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bulwark_proto::v1 as pb;
 use prost::Message;
@@ -31,11 +32,18 @@ pub struct Cache {
     marks: sled::Tree,
     /// Most events the spool holds; see [`Cache::spool`] for what happens beyond.
     spool_limit: usize,
+    /// Held while ids are given and the events spooled, so ids ascend in spool order: the
+    /// controllers store each agent's events once by remembering the highest id stored,
+    /// so an event must never get an id below one already sent. Holds the millisecond
+    /// part of the newest id.
+    ids: Arc<Mutex<i64>>,
 }
 
 /// The default bound of the event spool: days of a busy host's logins with no controller.
 pub const SPOOL_LIMIT: usize = 100_000;
 const DROPPED: &[u8] = b"spool-dropped";
+/// The millisecond part of the newest event id (big-endian i64), kept across restarts.
+const LAST_ID_MS: &[u8] = b"last-event-id-ms";
 
 impl Cache {
     /// Opens (or creates) the cache under `dir`. Fails if another agent holds it.
@@ -47,11 +55,17 @@ impl Cache {
             .cache_capacity(1 << 20)
             .open()
             .map_err(|source| CacheError::Open { path: path.display().to_string(), source })?;
+        let state = db.open_tree("state")?;
+        let last_ms = state
+            .get(LAST_ID_MS)?
+            .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
+            .map_or(0, i64::from_be_bytes);
         Ok(Self {
-            state: db.open_tree("state")?,
+            state,
             spool: db.open_tree("spool")?,
             marks: db.open_tree("marks")?,
             spool_limit: SPOOL_LIMIT,
+            ids: Arc::new(Mutex::new(last_ms)),
             db,
         })
     }
@@ -99,17 +113,21 @@ impl Cache {
         self
     }
 
-    /// Spools `event` durably; its id must be unique for this agent.
+    /// Spools `event` durably under a new id (returned; the event's own is ignored).
     ///
     /// Overflow rule: when the spool is full (no controller has acknowledged for a long
     /// time), the *oldest* events make room, and an `events-dropped` event saying how many
     /// went (and the running total, also kept across restarts) is spooled in their place:
     /// never a silent loss.
-    pub async fn spool(&self, event: &pb::AgentEvent) -> Result<(), CacheError> {
-        self.make_room(1)?;
-        self.spool.insert(event.id.as_bytes(), event.encode_to_vec())?;
+    pub async fn spool(&self, mut event: pb::AgentEvent) -> Result<String, CacheError> {
+        {
+            let mut last_ms = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+            self.make_room(1, &mut last_ms)?;
+            event.id = self.next_id(&mut last_ms)?;
+            self.spool.insert(event.id.as_bytes(), event.encode_to_vec())?;
+        }
         self.db.flush_async().await?;
-        Ok(())
+        Ok(event.id)
     }
 
     /// Events dropped by the overflow rule since the agent was enrolled.
@@ -123,7 +141,7 @@ impl Cache {
     }
 
     /// Drops the oldest events so `incoming` more fit, and records that it did.
-    fn make_room(&self, incoming: usize) -> Result<(), CacheError> {
+    fn make_room(&self, incoming: usize, last_ms: &mut i64) -> Result<(), CacheError> {
         let len = self.spool.len();
         if len + incoming <= self.spool_limit {
             return Ok(());
@@ -140,7 +158,7 @@ impl Cache {
         let total = self.dropped() + dropped;
         self.state.insert(DROPPED, &total.to_be_bytes())?;
         let notice = pb::AgentEvent {
-            id: self.event_id()?,
+            id: self.next_id(last_ms)?,
             kind: "events-dropped".into(),
             enforcer: "spool".into(),
             at_ms: crate::enforce::reconcile::now_ms(),
@@ -194,22 +212,38 @@ impl Cache {
         Ok(self.marks.get(key.as_bytes())?.map(|v| v.to_vec()))
     }
 
-    /// Spools `events` and stores `mark` in one transaction, flushed: after a crash either
-    /// both are there or neither, so a monitor resuming from its mark neither misses nor
-    /// repeats an event.
+    /// Spools `events` under new ids (their own are ignored) and stores `mark` in one
+    /// transaction, flushed: after a crash either both are there or neither, so a monitor
+    /// resuming from its mark neither misses nor repeats an event.
     pub async fn spool_marked(
         &self,
         events: &[pb::AgentEvent],
         mark: Option<(&str, &[u8])>,
     ) -> Result<(), CacheError> {
+        {
+            let mut last_ms = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+            self.make_room(events.len(), &mut last_ms)?;
+            let mut encoded = Vec::with_capacity(events.len());
+            for event in events {
+                let id = self.next_id(&mut last_ms)?;
+                encoded.push((id.clone(), pb::AgentEvent { id, ..event.clone() }.encode_to_vec()));
+            }
+            self.commit_marked(&encoded, mark)?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn commit_marked(
+        &self,
+        encoded: &[(String, Vec<u8>)],
+        mark: Option<(&str, &[u8])>,
+    ) -> Result<(), CacheError> {
         use sled::Transactional;
-        self.make_room(events.len())?;
-        let encoded: Vec<(&[u8], Vec<u8>)> =
-            events.iter().map(|e| (e.id.as_bytes(), e.encode_to_vec())).collect();
         (&self.spool, &self.marks)
             .transaction(|(spool, marks)| {
-                for (id, bytes) in &encoded {
-                    spool.insert(*id, bytes.as_slice())?;
+                for (id, bytes) in encoded {
+                    spool.insert(id.as_bytes(), bytes.as_slice())?;
                 }
                 if let Some((key, value)) = mark {
                     marks.insert(key.as_bytes(), value)?;
@@ -222,19 +256,23 @@ impl Cache {
                 sled::transaction::TransactionError::Abort(()) => {
                     CacheError::Storage(sled::Error::Unsupported("aborted".into()))
                 }
-            })?;
-        self.db.flush_async().await?;
-        Ok(())
+            })
     }
 
     pub fn spool_len(&self) -> usize {
         self.spool.len()
     }
 
-    /// A new event id: time-ordered, unique across restarts of this agent.
-    pub fn event_id(&self) -> Result<String, CacheError> {
+    /// A new event id, above every earlier one of this agent (across restarts, and when
+    /// the clock steps back): the clock's milliseconds, never below the last id's, and a
+    /// sequence number. Called with [`Cache::ids`] held.
+    fn next_id(&self, last_ms: &mut i64) -> Result<String, CacheError> {
+        let ms = crate::enforce::reconcile::now_ms().max(*last_ms);
+        if ms != *last_ms {
+            self.state.insert(LAST_ID_MS, &ms.to_be_bytes())?;
+            *last_ms = ms;
+        }
         let seq = self.db.generate_id()?;
-        let ms = crate::enforce::reconcile::now_ms();
         Ok(format!("{ms:013}-{seq:08}"))
     }
 }
@@ -252,8 +290,7 @@ mod tests {
             assert!(cache.desired().unwrap().is_none());
             cache.set_desired(&state).await.unwrap();
             for _ in 0..3 {
-                let id = cache.event_id().unwrap();
-                cache.spool(&pb::AgentEvent { id, ..Default::default() }).await.unwrap();
+                cache.spool(pb::AgentEvent::default()).await.unwrap();
             }
         }
         // sled releases its file lock when its flusher thread lets go of the dropped db.
@@ -276,10 +313,8 @@ mod tests {
         let small = cache.clone().with_spool_limit(4);
         let mut newest = String::new();
         for _ in 0..6 {
-            newest = small.event_id().unwrap();
-            let event =
-                pb::AgentEvent { id: newest.clone(), kind: "login".into(), ..Default::default() };
-            small.spool(&event).await.unwrap();
+            let event = pb::AgentEvent { kind: "login".into(), ..Default::default() };
+            newest = small.spool(event).await.unwrap();
         }
         let kept = small.spooled(10).unwrap();
         assert!(kept.len() <= 4, "{} events kept", kept.len());
@@ -289,5 +324,37 @@ mod tests {
         assert!(kept.iter().any(|e| e.id == newest), "the newest event was dropped");
         // A second agent on the same state dir is refused, not corrupting the first.
         assert!(Cache::open(dir.path()).is_err());
+    }
+
+    /// Ids never go below an earlier one, even after the clock stepped back across a
+    /// restart: controllers keep each agent's events by the highest id stored.
+    #[tokio::test]
+    async fn event_ids_ascend_when_the_clock_steps_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let ahead = crate::enforce::reconcile::now_ms() + 3_600_000;
+        {
+            let cache = Cache::open(dir.path()).unwrap();
+            // As if the last id was given an hour ago by a clock that was an hour fast.
+            cache.state.insert(LAST_ID_MS, &ahead.to_be_bytes()).unwrap();
+            cache.db.flush_async().await.unwrap();
+        }
+        let mut reopened = Cache::open(dir.path());
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            reopened = Cache::open(dir.path());
+        }
+        let cache = reopened.unwrap();
+        let first = cache.spool(pb::AgentEvent::default()).await.unwrap();
+        cache
+            .spool_marked(&[pb::AgentEvent::default(), pb::AgentEvent::default()], None)
+            .await
+            .unwrap();
+        let ids: Vec<String> = cache.spooled(10).unwrap().into_iter().map(|e| e.id).collect();
+        assert!(first.starts_with(&format!("{ahead:013}-")), "{first}");
+        assert_eq!(ids[0], first);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     }
 }

@@ -200,24 +200,19 @@ impl Reconciler {
         self.counters.drift_repairs.fetch_add(repairs as u64, std::sync::atomic::Ordering::Relaxed);
         for f in &pass.findings {
             tracing::info!(enforcer = name, kind = f.kind, before = %f.before, after = %f.after, "{}", f.summary);
-            let event = match self.cache.event_id() {
-                Ok(id) => pb::AgentEvent {
-                    id,
-                    kind: f.kind.to_owned(),
-                    enforcer: name.to_owned(),
-                    at_ms: now_ms(),
-                    revision: pass.revision,
-                    summary: f.summary.clone(),
-                    before: f.before.clone(),
-                    after: f.after.clone(),
-                    fields: Default::default(),
-                },
-                Err(e) => {
-                    tracing::error!(enforcer = name, error = %e, "cannot spool an event");
-                    continue;
-                }
+            // The spool gives it its id.
+            let event = pb::AgentEvent {
+                id: String::new(),
+                kind: f.kind.to_owned(),
+                enforcer: name.to_owned(),
+                at_ms: now_ms(),
+                revision: pass.revision,
+                summary: f.summary.clone(),
+                before: f.before.clone(),
+                after: f.after.clone(),
+                fields: Default::default(),
             };
-            if let Err(e) = self.cache.spool(&event).await {
+            if let Err(e) = self.cache.spool(event).await {
                 tracing::error!(enforcer = name, error = %e, "cannot spool an event");
             }
         }

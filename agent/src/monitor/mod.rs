@@ -32,7 +32,8 @@ impl EventSink {
         &self.cache
     }
 
-    /// A new event of `monitor` with a fresh id; `summary` is the line for people.
+    /// A new event of `monitor` (its id is given when it is spooled); `summary` is the line
+    /// for people.
     pub fn event(
         &self,
         monitor: &str,
@@ -42,7 +43,7 @@ impl EventSink {
         fields: HashMap<String, String>,
     ) -> Result<pb::AgentEvent, CacheError> {
         Ok(pb::AgentEvent {
-            id: self.cache.event_id()?,
+            id: String::new(),
             kind: kind.to_owned(),
             enforcer: monitor.to_owned(),
             at_ms: now_ms(),
