@@ -81,7 +81,8 @@ pub struct ControllerArgs {
     /// [default: 90d].
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub event_retention: Option<Duration>,
-    /// At most this many agent events are kept; the oldest go first [default: 1000000].
+    /// At most this many agent events are kept (plus up to one report's); the oldest
+    /// reports' events go first [default: 1000000].
     #[arg(long, value_name = "N")]
     pub event_max: Option<usize>,
 }

@@ -1,5 +1,5 @@
-//! Group commit for notes: many callers' [`Command::Note`] / [`Command::ForgetNote`] ops
-//! become one Raft entry.
+//! Group commit for notes: many callers' [`Command::Note`] / [`Command::ForgetNote`] /
+//! [`Command::Events`] ops become one Raft entry.
 //!
 //! Every agent report, stream open or close and node beat used to be its own entry; with a
 //! fleet reporting at once the log, the fsyncs and the AppendEntries between nodes carried
@@ -14,8 +14,8 @@
 //! - its ops stay together and in order, and batches are written one after another, so
 //!   submissions commit in the order they were made (a later note of the same key wins);
 //! - the batch's error is its error (a lost leader, no quorum, shutting down): callers
-//!   retry as before. Notes are idempotent (`replace` or stored-once), so a batch retried
-//!   by its callers does no harm;
+//!   retry as before. Notes are idempotent (`replace`, stored-once, or events past the
+//!   agent's mark), so a batch retried by its callers does no harm;
 //! - a caller that gives up (its RPC is cancelled) does not take its ops out of the queue:
 //!   they may still commit, which for idempotent notes is the same as a commit that
 //!   happened just before the cancellation;
@@ -103,8 +103,9 @@ fn check(ops: &[Command]) -> Result<usize, NodeError> {
     for op in ops {
         op.validate()?;
         bytes += match op {
-            Command::Note { key, value, .. } => key.len() + value.len(),
-            Command::ForgetNote { key } => key.len(),
+            Command::Note { .. } | Command::ForgetNote { .. } | Command::Events { .. } => {
+                op.weight(0)
+            }
             other => {
                 return Err(NodeError::Internal(format!(
                     "only notes are batched, not {}",

@@ -5,9 +5,15 @@
 //! never wakes desired-state streams or watchers. Keys:
 //! - `status/<agent>`: the agent's latest [`AgentStatus`] (replaced)
 //! - `presence/<agent>/<node>`: [`Presence`], written by the node serving the agent's stream
-//! - `event/<event id>/<agent>`: an [`AgentEvent`], stored once per agent-assigned id; ids
-//!   start with the agent's clock in milliseconds, so keys are in time order
-//! - `agent-event/<agent>/<event id>`: empty, the per-agent index of the same events
+//! - `event/<first id>/<agent>/<last id>/<count>`: the events one report carried
+//!   (a postcard `Vec<AgentEvent>`, ids ascending), written by [`Command::Events`]. Ids are
+//!   assigned by the agent, start with its clock in milliseconds and ascend for each agent,
+//!   so keys are in time order of their first event. Data written before events were
+//!   stored per report holds `event/<event id>/<agent>`: one [`AgentEvent`]; both are read.
+//! - `agent-event/<agent>/<first id>`: the per-agent index: the event key after `event/`
+//!   (empty for a single event of the older layout, whose key it names)
+//! - `event-mark/<agent>`: the highest event id stored for the agent: a retried report
+//!   stores only its events past it, so each event is stored once
 //! - `beat/<node>`: [`Beat`], every [`BEAT_EVERY`] from each node: a node whose beat is older
 //!   than [`BEAT_EXPIRY`] is gone, and so are the streams it served.
 //!
@@ -82,7 +88,7 @@ impl AgentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentEvent {
     pub id: String,
     pub kind: String,
@@ -124,6 +130,58 @@ fn read_err(e: impl std::fmt::Display) -> NodeError {
 
 fn note(key: String, value: Vec<u8>, replace: bool) -> Command {
     Command::Note { key, value, replace }
+}
+
+/// Where one report's events are stored, parsed from the key after `event/`: either
+/// `<first>/<agent>/<last>/<count>`, or `<id>/<agent>` for one event of the older layout
+/// (`single`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventKey<'a> {
+    pub first: &'a str,
+    pub agent: &'a str,
+    pub last: &'a str,
+    pub count: usize,
+}
+
+impl<'a> EventKey<'a> {
+    pub fn parse(rest: &'a str) -> Option<Self> {
+        let mut parts = rest.split('/');
+        let (first, agent) = (parts.next()?, parts.next()?);
+        match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => Some(Self { first, agent, last: first, count: 1 }),
+            (Some(last), Some(count), None) => {
+                Some(Self { first, agent, last, count: count.parse().ok()? })
+            }
+            _ => None,
+        }
+    }
+
+    /// A key of the older layout: one event, stored as an [`AgentEvent`], not a `Vec`.
+    fn single(rest: &str) -> bool {
+        rest.matches('/').count() == 1
+    }
+
+    /// The events stored under this key (`rest`), from its value.
+    fn events(rest: &str, value: &[u8]) -> Result<Vec<AgentEvent>, NodeError> {
+        let key = format!("event/{rest}");
+        if Self::single(rest) { Ok(vec![decode(&key, value)?]) } else { decode(&key, value) }
+    }
+}
+
+impl std::fmt::Display for EventKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}/{}", self.first, self.agent, self.last, self.count)
+    }
+}
+
+/// The note holding the highest event id stored for `agent`.
+pub fn event_mark_key(agent: &str) -> String {
+    format!("event-mark/{agent}")
+}
+
+/// The index note of the events of `agent` whose first id is `first`.
+pub fn event_index_key(agent: &str, first: &str) -> String {
+    format!("agent-event/{agent}/{first}")
 }
 
 /// An agent's report, as the agent sent it (minus the wire format).
@@ -174,10 +232,17 @@ pub async fn report(node: &Node, id: &str, report: Report) -> Result<Vec<String>
     };
     ops.push(note(format!("status/{id}"), encode(&status)?, true));
     let stored: Vec<String> = report.events.iter().map(|e| e.id.clone()).collect();
-    for event in &report.events {
-        ops.push(note(format!("event/{}/{id}", event.id), encode(event)?, false));
-        // Empty, so replacing is the same as keeping, and spares the apply a lookup.
-        ops.push(note(format!("agent-event/{id}/{}", event.id), Vec::new(), true));
+    if !report.events.is_empty() {
+        let events = report.events.iter().map(|e| Ok::<_, NodeError>((e.id.clone(), encode(e)?)));
+        let op =
+            Command::Events { agent: id.to_owned(), events: events.collect::<Result<_, _>>()? };
+        // Said here, naming the report's ids, rather than as the command's generic error.
+        if let Err(crate::store::InvalidCommand::EventOrder { before, after }) = op.validate() {
+            return Err(NodeError::Invalid(format!(
+                "event ids must ascend within a report (as the agent assigns them): {after:?} comes after {before:?}"
+            )));
+        }
+        ops.push(op);
     }
     let facts = match report.facts {
         Some(facts) => security::facts_update(&node.reader, id, facts)?,
@@ -241,13 +306,20 @@ pub fn status(reader: &Reader, id: &str) -> Result<Option<AgentStatus>, NodeErro
 /// The newest `n` events of agent `id`, newest first.
 pub fn recent_events(reader: &Reader, id: &str, n: usize) -> Result<Vec<AgentEvent>, NodeError> {
     let mut events = Vec::new();
-    for (k, _) in reader.last_notes(&format!("agent-event/{id}/"), n).map_err(read_err)? {
-        let Some(event_id) = k.rsplit('/').next() else { continue };
-        let key = format!("event/{event_id}/{id}");
-        if let Some(bytes) = reader.note(&key).map_err(read_err)? {
-            events.push(decode(&key, &bytes)?);
+    // Each index entry names a report's events (or, in the older layout, one event).
+    for (k, v) in reader.last_notes(&format!("agent-event/{id}/"), n).map_err(read_err)? {
+        let rest = match v.is_empty() {
+            true => format!("{}/{id}", k.rsplit('/').next().unwrap_or_default()),
+            false => String::from_utf8_lossy(&v).into_owned(),
+        };
+        if let Some(bytes) = reader.note(&format!("event/{rest}")).map_err(read_err)? {
+            events.extend(EventKey::events(&rest, &bytes)?.into_iter().rev());
+        }
+        if events.len() >= n {
+            break;
         }
     }
+    events.truncate(n);
     Ok(events)
 }
 
@@ -259,7 +331,9 @@ pub struct EventFilter {
     pub since_ms: i64,
 }
 
-/// A stored event, with the agent that reported it and its cursor.
+/// A stored event, with the agent that reported it and its cursor: `<first>/<agent>/<id>`
+/// for an event of the report whose first event is `first` (`<id>/<agent>` in the older
+/// layout); listing after it goes on with the next event.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub agent_id: String,
@@ -267,8 +341,9 @@ pub struct StoredEvent {
     pub cursor: String,
 }
 
-/// Up to `limit` events matching `filter`, oldest first, after `cursor` (empty: from the
-/// oldest). Returns them and the cursor to continue from (the last one looked at).
+/// Up to `limit` events matching `filter`, after `cursor` (empty: from the oldest), in the
+/// order of their reports' first events, each report's in id order. Returns them and the
+/// cursor to continue from (the last one looked at).
 pub fn list_events(
     reader: &Reader,
     filter: &EventFilter,
@@ -278,29 +353,48 @@ pub fn list_events(
     const PAGE: usize = 1000;
     let mut out = Vec::new();
     let mut cursor = cursor.to_owned();
-    // Event ids begin with their time: start the scan at the first id of `since_ms`.
-    if cursor.is_empty() && filter.since_ms > 0 {
-        cursor = format!("{:013}", filter.since_ms - 1);
-    }
+    // Event ids begin with their time: a report whose last id is older than `since_ms`
+    // is skipped by its key, without reading its events.
+    let since = format!("{:013}", filter.since_ms);
     loop {
+        // A cursor inside a report's events: the report's key sorts after it, and its
+        // events up to the cursor's are skipped.
+        let within = match cursor.splitn(4, '/').collect::<Vec<_>>()[..] {
+            [first, agent, id] => Some((first.to_owned(), agent.to_owned(), id.to_owned())),
+            _ => None,
+        };
         let page = reader.notes_after("event/", &cursor, PAGE).map_err(read_err)?;
         let done = page.len() < PAGE;
         for (k, v) in page {
-            let rest = k.strip_prefix("event/").unwrap_or(&k).to_owned();
-            cursor.clone_from(&rest);
-            let Some((_, agent)) = rest.rsplit_once('/') else { continue };
-            if !filter.agent_id.is_empty() && agent != filter.agent_id {
-                continue;
-            }
-            let event: AgentEvent = decode(&k, &v)?;
-            if event.at_ms < filter.since_ms
-                || (!filter.kinds.is_empty() && !filter.kinds.contains(&event.kind))
+            let rest = k.strip_prefix("event/").unwrap_or(&k);
+            let Some(key) = EventKey::parse(rest) else { continue };
+            let at = |id: &str| match EventKey::single(rest) {
+                true => rest.to_owned(),
+                false => format!("{}/{}/{id}", key.first, key.agent),
+            };
+            cursor = at(key.last);
+            if (!filter.agent_id.is_empty() && key.agent != filter.agent_id)
+                || key.last < since.as_str()
             {
                 continue;
             }
-            out.push(StoredEvent { agent_id: agent.to_owned(), event, cursor: rest });
-            if out.len() == limit {
-                return Ok((out, cursor));
+            let skip_to = within
+                .as_ref()
+                .filter(|(first, agent, _)| first == key.first && agent == key.agent)
+                .map(|(_, _, id)| id.as_str());
+            for event in EventKey::events(rest, &v)? {
+                if skip_to.is_some_and(|id| event.id.as_str() <= id)
+                    || event.at_ms < filter.since_ms
+                    || (!filter.kinds.is_empty() && !filter.kinds.contains(&event.kind))
+                {
+                    continue;
+                }
+                let here = at(&event.id);
+                out.push(StoredEvent { agent_id: key.agent.to_owned(), event, cursor: here });
+                if out.len() == limit {
+                    let cursor = out.last().map(|e| e.cursor.clone()).unwrap_or_default();
+                    return Ok((out, cursor));
+                }
             }
         }
         if done {
@@ -322,26 +416,38 @@ impl Default for Retention {
     }
 }
 
-/// The keys of events past `retention` at `now_ms`: older than the age, or the oldest
-/// beyond the count. Events are in time order, so it reads keys only.
+/// The keys of events past `retention` at `now_ms`, oldest first: reports whose events
+/// are all older than the age, and the oldest reports while at least `max_events` remain
+/// without them (a report goes as a whole, so up to one report's events more than
+/// `max_events` may stay). Keys name their first and last ids and their count, so it
+/// reads keys only.
 pub fn expired_events(
     reader: &Reader,
     retention: Retention,
     now_ms: i64,
 ) -> Result<Vec<String>, NodeError> {
     let keys: Vec<String> = reader.note_keys("event/").map_err(read_err)?;
-    let over = keys.len().saturating_sub(retention.max_events);
-    let cutoff = format!("event/{:013}", now_ms - retention.max_age.as_millis() as i64);
+    let count = |k: &String| EventKey::parse(&k["event/".len()..]).map_or(0, |key| key.count);
+    let total: usize = keys.iter().map(count).sum();
+    let mut over = total.saturating_sub(retention.max_events);
+    let cutoff = format!("{:013}", now_ms - retention.max_age.as_millis() as i64);
     Ok(keys
         .into_iter()
-        .enumerate()
-        .take_while(|(i, k)| *i < over || *k < cutoff)
-        .map(|(_, k)| k)
+        .take_while(|k| {
+            let old =
+                EventKey::parse(&k["event/".len()..]).is_some_and(|key| key.last < cutoff.as_str());
+            let n = count(k);
+            let expire = old || (n > 0 && n <= over);
+            over = over.saturating_sub(n);
+            expire
+        })
         .collect())
 }
 
 /// On the leader, every minute (more often for a retention under two minutes): forgets
-/// events past `retention` (the event and its index entry, 500 per Raft entry).
+/// events past `retention` (each report's events and their index entry, 500 reports per
+/// Raft entry). An agent's mark stays, so a report retried after its events expired does
+/// not store them again.
 pub fn spawn_retention(node: Arc<Node>, retention: Retention) {
     let every = (retention.max_age / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {
@@ -363,10 +469,8 @@ pub fn spawn_retention(node: Arc<Node>, retention: Retention) {
             for chunk in expired.chunks(500) {
                 let mut ops = Vec::with_capacity(chunk.len() * 2);
                 for key in chunk {
-                    if let Some((id, agent)) =
-                        key.strip_prefix("event/").and_then(|r| r.rsplit_once('/'))
-                    {
-                        ops.push(Command::ForgetNote { key: format!("agent-event/{agent}/{id}") });
+                    if let Some(k) = key.strip_prefix("event/").and_then(EventKey::parse) {
+                        ops.push(Command::ForgetNote { key: event_index_key(k.agent, k.first) });
                     }
                     ops.push(Command::ForgetNote { key: key.clone() });
                 }
@@ -376,7 +480,12 @@ pub fn spawn_retention(node: Arc<Node>, retention: Retention) {
                 }
             }
             if !expired.is_empty() {
-                tracing::info!(forgotten = expired.len(), "event retention");
+                let events: usize = expired
+                    .iter()
+                    .filter_map(|k| k.strip_prefix("event/").and_then(EventKey::parse))
+                    .map(|k| k.count)
+                    .sum();
+                tracing::info!(forgotten = events, reports = expired.len(), "event retention");
             }
         }
     });

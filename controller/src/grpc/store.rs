@@ -58,7 +58,8 @@ impl StoreApi {
             Command::Txn(_)
             | Command::Audit { .. }
             | Command::Note { .. }
-            | Command::ForgetNote { .. } => {
+            | Command::ForgetNote { .. }
+            | Command::Events { .. } => {
                 return Err(Status::invalid_argument(
                     "transactions, audit entries and notes are internal",
                 ));

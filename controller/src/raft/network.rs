@@ -21,7 +21,6 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, ClientTlsConfig};
 
 use super::{Entry, LogId, NodeId, TypeConfig, decode, encode};
-use crate::store::Command;
 
 /// Metadata key naming the sender's cluster on every peer request.
 pub const CLUSTER_HEADER: &str = "x-bulwark-cluster";
@@ -209,19 +208,8 @@ pub const APPEND_BUDGET: usize = 4 << 20;
 /// What an entry weighs against [`APPEND_BUDGET`]: its keys and values, plus a little per
 /// command.
 fn entry_bytes(entry: &Entry) -> usize {
-    fn command_bytes(cmd: &Command) -> usize {
-        32 + match cmd {
-            Command::Put { kind, key, value, .. } => kind.len() + key.len() + value.len(),
-            Command::Delete { kind, key, .. } => kind.len() + key.len(),
-            Command::Audit { key, entry: value } | Command::Note { key, value, .. } => {
-                key.len() + value.len()
-            }
-            Command::ForgetNote { key } => key.len(),
-            Command::Txn(ops) => ops.iter().map(command_bytes).sum(),
-        }
-    }
     match &entry.payload {
-        EntryPayload::Normal(p) => command_bytes(&p.command),
+        EntryPayload::Normal(p) => p.command.weight(32),
         EntryPayload::Blank | EntryPayload::Membership(_) => 64,
     }
 }
@@ -288,7 +276,11 @@ mod tests {
     use crate::store::Proposal;
 
     fn entry(index: u64, value_len: usize) -> Entry {
-        let command = Command::Note { key: "k".into(), value: vec![0; value_len], replace: true };
+        let command = crate::store::Command::Note {
+            key: "k".into(),
+            value: vec![0; value_len],
+            replace: true,
+        };
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Proposal { request_id: None, command }),

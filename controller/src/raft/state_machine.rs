@@ -26,6 +26,7 @@ use super::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, decode,
     encode,
 };
+use crate::fleet;
 use crate::store::{Change, ChangeOp, Command, Proposal, Record, WriteOutcome};
 
 /// How many changes the history keeps for watchers; older revisions are compacted.
@@ -274,6 +275,8 @@ struct Batch {
     requests: HashMap<u128, WriteOutcome>,
     /// Note keys written in this batch.
     notes: std::collections::HashSet<Vec<u8>>,
+    /// Event marks written in this batch: agent → highest event id stored.
+    marks: HashMap<String, String>,
 }
 
 /// The applied state, owned by openraft's state machine worker.
@@ -380,6 +383,10 @@ impl StateMachine {
                 self.forget_note(&key, batch);
                 return Ok(unchanged(self.revision));
             }
+            Command::Events { agent, events } => {
+                self.put_events(agent, events, batch)?;
+                return Ok(unchanged(self.revision));
+            }
             Command::Txn(ops) => ops,
             single => vec![single],
         };
@@ -430,6 +437,10 @@ impl StateMachine {
             }
             Command::ForgetNote { key } => {
                 self.forget_note(&key, batch);
+                return Ok(false);
+            }
+            Command::Events { agent, events } => {
+                self.put_events(agent, events, batch)?;
                 return Ok(false);
             }
             // Rejected by validation.
@@ -499,6 +510,50 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Stores the events of `agent` past its mark as one note, indexes it, and moves the
+    /// mark (keys: [`crate::fleet`]). The note's value is a postcard `Vec` of the events,
+    /// built from their encodings without decoding them: postcard writes a sequence as
+    /// its length (a varint) followed by its elements.
+    fn put_events(
+        &self,
+        agent: String,
+        events: Vec<(String, Vec<u8>)>,
+        batch: &mut Batch,
+    ) -> Result<(), StorageError> {
+        let mark_key = [NOTE_PREFIX, fleet::event_mark_key(&agent).as_bytes()].concat();
+        let mark = match batch.marks.get(&agent) {
+            Some(mark) => Some(mark.clone()),
+            None => self
+                .tree
+                .get(&mark_key)
+                .map_err(|e| sm_err(ErrorVerb::Read, &e))?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        };
+        let new: Vec<(String, Vec<u8>)> =
+            events.into_iter().filter(|(id, _)| mark.as_ref().is_none_or(|m| id > m)).collect();
+        let (Some((first, _)), Some((last, _))) = (new.first(), new.last()) else {
+            return Ok(());
+        };
+        let key = fleet::EventKey { first, agent: &agent, last, count: new.len() }.to_string();
+        let index = fleet::event_index_key(&agent, first);
+        let mut value = encode(&new.len()).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+        value.reserve(new.iter().map(|(_, e)| e.len()).sum());
+        for (_, event) in &new {
+            value.extend_from_slice(event);
+        }
+        let last = last.clone();
+        for (k, v) in [
+            ([NOTE_PREFIX, b"event/", key.as_bytes()].concat(), value),
+            ([NOTE_PREFIX, index.as_bytes()].concat(), key.into_bytes()),
+            (mark_key, last.clone().into_bytes()),
+        ] {
+            batch.ops.insert(k.clone(), v);
+            batch.notes.insert(k);
+        }
+        batch.marks.insert(agent, last);
+        Ok(())
+    }
+
     fn forget_note(&self, key: &str, batch: &mut Batch) {
         let nkey = [NOTE_PREFIX, key.as_bytes()].concat();
         batch.ops.remove(nkey.clone());
@@ -519,7 +574,8 @@ impl StateMachine {
             Command::Txn(_)
             | Command::Audit { .. }
             | Command::Note { .. }
-            | Command::ForgetNote { .. } => return Ok(None),
+            | Command::ForgetNote { .. }
+            | Command::Events { .. } => return Ok(None),
         }) else {
             return Ok(None);
         };

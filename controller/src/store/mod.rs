@@ -62,6 +62,14 @@ pub enum Command {
     /// All or nothing: every sub-command's `expect_mod_revision` is checked first; if all
     /// hold, they are applied in order (each taking its own revision), else none is.
     Txn(Vec<Command>),
+    /// Stores the events one report of `agent` carried, each once, as one note (no
+    /// revision): `events` are (id, encoded event) with ids ascending; those after the
+    /// highest id already stored for the agent are kept (a retried report stores only what
+    /// is new). See [`crate::fleet`] for the keys.
+    Events {
+        agent: String,
+        events: Vec<(String, Vec<u8>)>,
+    },
 }
 
 impl Command {
@@ -94,9 +102,53 @@ impl Command {
                 }
                 return check_name("key", key, MAX_KEY_LEN);
             }
+            Command::Events { agent, events } => {
+                check_name("agent", agent, MAX_KEY_LEN)?;
+                if agent.contains('/') {
+                    return Err(InvalidCommand::Slash("agent"));
+                }
+                if events.is_empty() {
+                    return Err(InvalidCommand::Empty("events"));
+                }
+                let bytes = self.weight(0);
+                if bytes > MAX_VALUE_LEN {
+                    return Err(InvalidCommand::ValueTooLarge(bytes));
+                }
+                for (i, (id, _)) in events.iter().enumerate() {
+                    check_name("event id", id, MAX_KEY_LEN)?;
+                    if id.contains('/') {
+                        return Err(InvalidCommand::Slash("event id"));
+                    }
+                    if i > 0 && events[i - 1].0 >= *id {
+                        return Err(InvalidCommand::EventOrder {
+                            before: events[i - 1].0.clone(),
+                            after: id.clone(),
+                        });
+                    }
+                }
+                return Ok(());
+            }
         };
         check_name("kind", kind, MAX_KIND_LEN)?;
         check_name("key", key, MAX_KEY_LEN)
+    }
+
+    /// The bytes of keys and values `self` carries, plus `overhead` for every command in
+    /// it: what it weighs in a batch of notes or an AppendEntries call.
+    pub fn weight(&self, overhead: usize) -> usize {
+        overhead
+            + match self {
+                Command::Put { kind, key, value, .. } => kind.len() + key.len() + value.len(),
+                Command::Delete { kind, key, .. } => kind.len() + key.len(),
+                Command::Audit { key, entry: value } | Command::Note { key, value, .. } => {
+                    key.len() + value.len()
+                }
+                Command::ForgetNote { key } => key.len(),
+                Command::Txn(ops) => ops.iter().map(|op| op.weight(overhead)).sum(),
+                Command::Events { agent, events } => {
+                    agent.len() + events.iter().map(|(id, e)| id.len() + e.len()).sum::<usize>()
+                }
+            }
     }
 }
 
@@ -126,6 +178,10 @@ pub enum InvalidCommand {
     ValueTooLarge(usize),
     #[error("a transaction cannot contain another transaction")]
     NestedTxn,
+    #[error("{0} must not contain '/'")]
+    Slash(&'static str),
+    #[error("event ids must ascend: {after:?} comes after {before:?}")]
+    EventOrder { before: String, after: String },
 }
 
 /// What applying one entry produced. Blank and membership entries produce the default.

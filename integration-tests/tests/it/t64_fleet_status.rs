@@ -53,7 +53,23 @@ async fn reports_presence_and_the_fleet_view() -> Result<()> {
     };
     let ack = ct_client.report(report.clone()).await?;
     ensure!(ack.stored.len() == 2, "{ack:?}");
-    ct_client.report(report).await?;
+    ct_client.report(report.clone()).await?;
+    // A retry that carries one more event (its ack was lost, the agent spooled another)
+    // stores only the new one.
+    let mut retried = report;
+    retried.events.push(drift_event("1700000000000-3"));
+    let ack = ct_client.report(retried).await?;
+    ensure!(ack.stored.len() == 3, "{ack:?}");
+    // Ids must ascend within a report, as an agent assigns them.
+    let unordered = pb::AgentReport {
+        events: vec![drift_event("1700000000000-5"), drift_event("1700000000000-4")],
+        ..Default::default()
+    };
+    let refused = ct_client.report(unordered).await;
+    ensure!(
+        refused.as_ref().is_err_and(|e| e.to_string().contains("ids must ascend")),
+        "{refused:?}"
+    );
 
     // Node 3, which serves neither, sees it online at node 2, drifted, with 2 events.
     let node3 = cluster.node_client(3)?;
@@ -64,7 +80,11 @@ async fn reports_presence_and_the_fleet_view() -> Result<()> {
         Ok(shown)
     })
     .await?;
-    ensure!(shown.events.len() == 2, "events stored once: {:?}", shown.events);
+    let ids: Vec<&str> = shown.events.iter().map(|e| e.id.as_str()).collect();
+    ensure!(
+        ids == ["1700000000000-3", "1700000000000-2", "1700000000000-1"],
+        "events stored once, newest first: {ids:?}"
+    );
     let a = shown.agent.context("no agent")?;
     ensure!(a.applied_revision == 7 && a.agent_version == "test", "{a:?}");
     ensure!(
@@ -97,12 +117,23 @@ async fn reports_presence_and_the_fleet_view() -> Result<()> {
         ..Default::default()
     };
     let all = node3.list_events(query(&["drift-repaired"], "ct-1", "", 0)).await?;
-    ensure!(all.events.len() == 2 && all.next.is_empty(), "{all:?}");
+    ensure!(all.events.len() == 3 && all.next.is_empty(), "{all:?}");
     ensure!(all.events.iter().all(|e| e.agent_id == ct.id && e.hostname == "ct-1"));
-    let first = node3.list_events(query(&[], "", "", 1)).await?;
-    ensure!(first.events.len() == 1 && !first.next.is_empty(), "{first:?}");
-    let rest = node3.list_events(query(&[], "", &first.next, 10)).await?;
-    ensure!(rest.events.len() == 1 && rest.events[0].event != first.events[0].event, "{rest:?}");
+    // Paged one at a time, from inside a report's events and across to the next report's.
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = node3.list_events(query(&[], "", &after, 1)).await?;
+        paged.extend(page.events.iter().filter_map(|e| Some(e.event.as_ref()?.id.clone())));
+        if page.next.is_empty() {
+            break;
+        }
+        ensure!(page.events.len() == 1, "{page:?}");
+        after = page.next;
+    }
+    ensure!(paged == ["1700000000000-1", "1700000000000-2", "1700000000000-3"], "{paged:?}");
+    let rest = node3.list_events(query(&[], "", &all.events[1].cursor, 10)).await?;
+    ensure!(rest.events.len() == 1 && rest.events[0].event == all.events[2].event, "{rest:?}");
     ensure!(node3.list_events(query(&[], "mr-1", "", 0)).await?.events.is_empty());
     ensure!(node3.list_events(query(&["login"], "", "", 0)).await?.events.is_empty());
     let mut follow = node3.follow_events(query(&[], "", &rest.events[0].cursor, 0)).await?;
@@ -183,14 +214,15 @@ async fn events_are_kept_by_count_and_by_age() -> Result<()> {
     let token = admin.create_token(Default::default(), Duration::from_secs(600), 1).await?.token;
     let ws = LabAgent::enroll_at(&cluster, &cluster.addr(1), &token, "ws-1", "198.18.30.5").await?;
     let now = bulwark_controller::fleet::now_ms();
-    let events = (0..5)
-        .map(|i| pb::AgentEvent {
+    // Five reports of one event each: the count cap drops whole reports.
+    for i in 0..5 {
+        let events = vec![pb::AgentEvent {
             id: format!("{:013}-{i:08}", now + i),
             at_ms: now + i,
             ..drift_event("unused")
-        })
-        .collect();
-    ws.client(&cluster)?.report(pb::AgentReport { events, ..Default::default() }).await?;
+        }];
+        ws.client(&cluster)?.report(pb::AgentReport { events, ..Default::default() }).await?;
+    }
     let ids = || async {
         let reply = admin.list_events(pb::ListEventsRequest::default()).await?;
         anyhow::Ok(

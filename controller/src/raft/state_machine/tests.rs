@@ -207,3 +207,124 @@ async fn an_audit_entry_commits_with_the_change_it_records() {
     assert_eq!(sm.reader().audit_from("").unwrap().len(), 1);
     assert_eq!(sm.reader().revision(), 1);
 }
+
+fn login(id: &str) -> crate::fleet::AgentEvent {
+    crate::fleet::AgentEvent {
+        id: id.into(),
+        kind: "login".into(),
+        at_ms: id[..13].parse().unwrap(),
+        summary: format!("login {id}"),
+        ..Default::default()
+    }
+}
+
+fn events(agent: &str, ids: &[&str]) -> Command {
+    let events = ids.iter().map(|id| (id.to_string(), encode(&login(id)).unwrap())).collect();
+    Command::Events { agent: agent.into(), events }
+}
+
+fn ids(events: &[crate::fleet::AgentEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.id.as_str()).collect()
+}
+
+/// A report's events are one note each agent; a retried report (also in the same apply)
+/// stores only the events past the agent's mark; listing pages through and across reports;
+/// retention drops whole reports.
+#[tokio::test]
+async fn events_are_stored_once_per_report_and_listed_in_order() {
+    use crate::fleet::{self, EventFilter, Retention};
+    let (_dir, mut sm) = open();
+    let reader = sm.reader();
+    let (a1, a2, a3, a4) =
+        ("1000000000001-01", "1000000000002-02", "1000000000003-03", "1000000000004-04");
+    sm.apply(vec![
+        entry(1, events("agt-a", &[a1, a2])),
+        // The same report retried with one more event, in the same apply.
+        entry(2, events("agt-a", &[a1, a2, a3])),
+        entry(3, events("agt-b", &[a2])),
+    ])
+    .await
+    .unwrap();
+    // Retried again later: nothing new. Then a new report.
+    sm.apply(vec![entry(4, events("agt-a", &[a2, a3])), entry(5, events("agt-a", &[a4]))])
+        .await
+        .unwrap();
+
+    let stored = reader.notes("event/").unwrap();
+    let keys: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("event/{a1}/agt-a/{a2}/2"),
+            format!("event/{a2}/agt-b/{a2}/1"),
+            format!("event/{a3}/agt-a/{a3}/1"),
+            format!("event/{a4}/agt-a/{a4}/1"),
+        ]
+    );
+    // The value is a postcard Vec, assembled from the events' own encodings.
+    let first: Vec<fleet::AgentEvent> = decode(&stored[0].1).unwrap();
+    assert_eq!(first, vec![login(a1), login(a2)]);
+
+    let recent = fleet::recent_events(&reader, "agt-a", 3).unwrap();
+    assert_eq!(ids(&recent), [a4, a3, a2]);
+
+    // Every event once, one per page, each page resuming from the last one's cursor.
+    let filter = EventFilter::default();
+    let mut cursor = String::new();
+    let mut listed = Vec::new();
+    loop {
+        let (page, next) = fleet::list_events(&reader, &filter, &cursor, 1).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        listed.extend(page.into_iter().map(|e| (e.agent_id, e.event.id)));
+        cursor = next;
+    }
+    let want = [("agt-a", a1), ("agt-a", a2), ("agt-b", a2), ("agt-a", a3), ("agt-a", a4)];
+    let want: Vec<(String, String)> =
+        want.iter().map(|(a, id)| (a.to_string(), id.to_string())).collect();
+    assert_eq!(listed, want);
+    // `since` skips reports whose events are all older, and events older within one.
+    let since = EventFilter { since_ms: 1000000000002, ..Default::default() };
+    let (page, _) = fleet::list_events(&reader, &since, "", 10).unwrap();
+    assert_eq!(page.len(), 4, "{page:?}");
+
+    // Count retention: whole reports, oldest first, while at least the maximum remain.
+    let keep =
+        |max_events| Retention { max_age: std::time::Duration::from_secs(1 << 40), max_events };
+    assert!(fleet::expired_events(&reader, keep(5), 0).unwrap().is_empty());
+    let expired = fleet::expired_events(&reader, keep(4), 0).unwrap();
+    assert!(expired.is_empty(), "the oldest report holds 2 events: {expired:?}");
+    let expired = fleet::expired_events(&reader, keep(3), 0).unwrap();
+    assert_eq!(expired, [format!("event/{a1}/agt-a/{a2}/2")]);
+    // Age retention: reports whose last event is older than the cutoff.
+    let aged = Retention { max_age: std::time::Duration::from_millis(2), max_events: 100 };
+    let expired = fleet::expired_events(&reader, aged, 1000000000005).unwrap();
+    assert_eq!(expired.len(), 2, "{expired:?}");
+}
+
+/// Events stored one per key before reports were stored whole are still read.
+#[tokio::test]
+async fn events_of_the_older_layout_are_read() {
+    use crate::fleet::{self, EventFilter};
+    let (_dir, mut sm) = open();
+    let reader = sm.reader();
+    let old = "1000000000001-01";
+    let note = |key: String, value: Vec<u8>| Command::Note { key, value, replace: true };
+    sm.apply(vec![
+        entry(1, note(format!("event/{old}/agt-a"), encode(&login(old)).unwrap())),
+        entry(2, note(format!("agent-event/agt-a/{old}"), Vec::new())),
+        entry(3, events("agt-a", &["1000000000002-02"])),
+    ])
+    .await
+    .unwrap();
+    let recent = fleet::recent_events(&reader, "agt-a", 10).unwrap();
+    assert_eq!(ids(&recent), ["1000000000002-02", old]);
+    let (page, _) = fleet::list_events(&reader, &EventFilter::default(), "", 10).unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].cursor, format!("{old}/agt-a"));
+    let (rest, _) =
+        fleet::list_events(&reader, &EventFilter::default(), &page[0].cursor, 10).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].event.id, "1000000000002-02");
+}
