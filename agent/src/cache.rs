@@ -281,6 +281,20 @@ impl Cache {
 mod tests {
     use super::*;
 
+    /// Opens the cache a dropped one used: sled releases its file lock when its flusher
+    /// thread lets go of the dropped db.
+    async fn reopen(dir: &Path) -> Cache {
+        let mut reopened = Cache::open(dir);
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            reopened = Cache::open(dir);
+        }
+        reopened.unwrap()
+    }
+
     #[tokio::test]
     async fn desired_state_and_spool_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -293,16 +307,7 @@ mod tests {
                 cache.spool(pb::AgentEvent::default()).await.unwrap();
             }
         }
-        // sled releases its file lock when its flusher thread lets go of the dropped db.
-        let mut reopened = Cache::open(dir.path());
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            reopened = Cache::open(dir.path());
-        }
-        let cache = reopened.unwrap();
+        let cache = reopen(dir.path()).await;
         assert_eq!(cache.desired().unwrap(), Some(state));
         let events = cache.spooled(10).unwrap();
         assert_eq!(events.len(), 3);
@@ -338,15 +343,7 @@ mod tests {
             cache.state.insert(LAST_ID_MS, &ahead.to_be_bytes()).unwrap();
             cache.db.flush_async().await.unwrap();
         }
-        let mut reopened = Cache::open(dir.path());
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            reopened = Cache::open(dir.path());
-        }
-        let cache = reopened.unwrap();
+        let cache = reopen(dir.path()).await;
         let first = cache.spool(pb::AgentEvent::default()).await.unwrap();
         cache
             .spool_marked(&[pb::AgentEvent::default(), pb::AgentEvent::default()], None)
