@@ -59,7 +59,55 @@ pub struct View {
     selected: BTreeMap<String, BTreeSet<String>>,
     /// Segment name -> the agents its selector matches.
     segment_agents: BTreeMap<String, BTreeSet<String>>,
+    /// Segment name -> what its members are made of, kept up to date one agent at a time.
+    segment_parts: BTreeMap<String, SegmentParts>,
     segments: BTreeMap<String, Members>,
+}
+
+/// A segment's members as counts, so one agent joining, leaving or changing is a few map
+/// updates rather than a pass over every member: how many sources (the segment's own
+/// CIDRs, member agents' addresses) give each network, and how many member agents have
+/// each record revision.
+#[derive(Debug, Clone, Default)]
+struct SegmentParts {
+    nets: BTreeMap<IpNet, u32>,
+    revs: BTreeMap<u64, u32>,
+}
+
+impl SegmentParts {
+    fn new(seg: &super::model::Segment) -> Self {
+        let mut parts = Self::default();
+        for net in &seg.cidrs {
+            *parts.nets.entry(*net).or_default() += 1;
+        }
+        parts
+    }
+
+    /// Adds (`add`) or takes away what member `entry` gives the segment: its record
+    /// revision, and its addresses unless it is revoked.
+    fn count(&mut self, (a, revoked, rev): &AgentEntry, add: bool) {
+        fn bump<K: Ord>(map: &mut BTreeMap<K, u32>, key: K, add: bool) {
+            if add {
+                *map.entry(key).or_default() += 1;
+            } else if let std::collections::btree_map::Entry::Occupied(mut e) = map.entry(key) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+        bump(&mut self.revs, *rev, add);
+        if revoked.is_none() {
+            for addr in a.addresses.iter().filter_map(|s| s.parse::<std::net::IpAddr>().ok()) {
+                bump(&mut self.nets, IpNet::from(addr), add);
+            }
+        }
+    }
+
+    fn members(&self) -> Members {
+        let revision = self.revs.keys().next_back().copied().unwrap_or(0);
+        (self.nets.keys().copied().collect(), revision)
+    }
 }
 
 fn selector_of(d: &Document) -> Option<&super::model::Selector> {
@@ -68,23 +116,6 @@ fn selector_of(d: &Document) -> Option<&super::model::Selector> {
         Document::Segment(s) => s.selector.as_ref(),
         Document::Service(_) => None,
     }
-}
-
-fn members_of(
-    seg: &super::model::Segment,
-    ids: &BTreeSet<String>,
-    agents: &HashMap<String, AgentEntry>,
-) -> Members {
-    let mut out: BTreeSet<IpNet> = seg.cidrs.iter().copied().collect();
-    let mut revision = 0;
-    for (a, revoked, rev) in ids.iter().filter_map(|id| agents.get(id)) {
-        revision = revision.max(*rev);
-        if revoked.is_none() {
-            let addrs = a.addresses.iter().filter_map(|s| s.parse::<std::net::IpAddr>().ok());
-            out.extend(addrs.map(IpNet::from));
-        }
-    }
-    (out.into_iter().collect(), revision)
 }
 
 impl View {
@@ -117,7 +148,12 @@ impl View {
             }
             Document::Segment(s) => {
                 let ids = matching(s.selector.as_ref());
-                self.segments.insert(s.name.clone(), members_of(s, &ids, agents));
+                let mut parts = SegmentParts::new(s);
+                for entry in ids.iter().filter_map(|id| agents.get(id)) {
+                    parts.count(entry, true);
+                }
+                self.segments.insert(s.name.clone(), parts.members());
+                self.segment_parts.insert(s.name.clone(), parts);
                 self.segment_agents.insert(s.name.clone(), ids);
             }
             Document::Service(_) => {}
@@ -131,6 +167,7 @@ impl View {
             }
             Document::Segment(s) => {
                 self.segments.remove(&s.name);
+                self.segment_parts.remove(&s.name);
                 self.segment_agents.remove(&s.name);
             }
             Document::Service(_) => {}
@@ -227,35 +264,49 @@ impl View {
         agents: &HashMap<String, AgentEntry>,
     ) -> BTreeSet<String> {
         let new = agents.get(id);
-        let mut affected = BTreeSet::new();
-        for d in &self.docs.clone() {
+        let mut changed_segments = Vec::new();
+        for d in &self.docs {
             let Some(sel) = selector_of(d) else { continue };
-            let was = old.is_some_and(|(a, _, _)| sel.matches(&a.labels));
-            let is = new.is_some_and(|(a, _, _)| sel.matches(&a.labels));
+            let was = old.filter(|(a, _, _)| sel.matches(&a.labels));
+            let is = new.filter(|(a, _, _)| sel.matches(&a.labels));
             match d {
                 Document::Policy(p) => {
                     let set = self.selected.entry(p.name.clone()).or_default();
-                    if is {
+                    if is.is_some() {
                         set.insert(id.to_owned());
                     } else {
                         set.remove(id);
                     }
                 }
-                Document::Segment(s) if was || is => {
+                Document::Segment(s) if was.is_some() || is.is_some() => {
                     let set = self.segment_agents.entry(s.name.clone()).or_default();
-                    if is {
+                    if is.is_some() {
                         set.insert(id.to_owned());
                     } else {
                         set.remove(id);
                     }
-                    let members = members_of(s, set, agents);
+                    let parts = self
+                        .segment_parts
+                        .entry(s.name.clone())
+                        .or_insert_with(|| SegmentParts::new(s));
+                    if let Some(entry) = was {
+                        parts.count(entry, false);
+                    }
+                    if let Some(entry) = is {
+                        parts.count(entry, true);
+                    }
+                    let members = parts.members();
                     if self.segments.get(&s.name) != Some(&members) {
                         self.segments.insert(s.name.clone(), members);
-                        self.referrers("Segment", &s.name, &mut affected);
+                        changed_segments.push(s.name.clone());
                     }
                 }
                 _ => {}
             }
+        }
+        let mut affected = BTreeSet::new();
+        for name in changed_segments {
+            self.referrers("Segment", &name, &mut affected);
         }
         affected
     }
@@ -595,6 +646,40 @@ mod tests {
         let again = wakers.subscribe("agt-0");
         wakers.by_agent["agt-0"].send_modify(|n| *n += 1);
         assert!(again.has_changed().unwrap() && open[0].1.has_changed().unwrap());
+    }
+
+    /// Segment members kept one agent change at a time are what a full index of the same
+    /// fleet gives: agents joining with a shared address, moving, being revoked, leaving.
+    #[test]
+    fn segment_members_kept_per_change_match_a_full_index() {
+        let (docs, fleet) = crate::ctl::bench::synthetic_fleet(40, 10);
+        let revs: Vec<(Document, u64)> = docs.into_iter().map(|d| (d, 2)).collect();
+        let mut core = Core::new(Sources::plain(revs.clone(), 0), fleet);
+        let entry = |id: &str| core.agents[id].clone();
+        let full = |core: &Core| View::new(revs.clone(), 0, &core.agents).segments;
+        let mut steps: Vec<(String, Option<AgentEntry>)> = Vec::new();
+        // A new agent of agt-00001's role with agt-00001's address (counted twice).
+        let mut twin = entry("agt-00001");
+        twin.0.id = "agt-twin".into();
+        twin.2 = 9;
+        steps.push(("agt-twin".into(), Some(twin.clone())));
+        // agt-00001 moves to a new address: the shared one stays, held by the twin.
+        let mut moved = entry("agt-00001");
+        moved.0.addresses = vec!["198.19.77.1".into(), "not an address".into()];
+        moved.2 = 10;
+        steps.push(("agt-00001".into(), Some(moved)));
+        // agt-00002 changes role (leaves one segment, joins another), then is revoked.
+        let mut other = entry("agt-00002");
+        other.0.labels.insert("role".into(), "role-7".into());
+        steps.push(("agt-00002".into(), Some(other.clone())));
+        other.1 = Some("retired".into());
+        steps.push(("agt-00002".into(), Some(other)));
+        // The twin leaves: its revision and address go with it.
+        steps.push(("agt-twin".into(), None));
+        for (i, (id, change)) in steps.into_iter().enumerate() {
+            core.set_agent(&id, change);
+            assert_eq!(core.released.segments, full(&core), "after step {i} ({id})");
+        }
     }
 
     #[test]
