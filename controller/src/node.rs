@@ -433,7 +433,7 @@ impl Node {
     pub async fn write_local(&self, proposal: Proposal) -> Result<Written, NodeError> {
         self.check_quorum()?;
         let t = self.tuning.quorum_timeout;
-        match tokio::time::timeout(t, self.raft.client_write(proposal)).await {
+        match tokio::time::timeout(t, self.raft.client_write(Arc::new(proposal))).await {
             Err(_) => Err(NodeError::NoQuorum(format!(
                 "the write was not committed within {} s; is a majority of voters up?",
                 t.as_secs_f32()

@@ -10,6 +10,7 @@ pub mod network;
 pub mod state_machine;
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use crate::store::{Proposal, WriteOutcome};
 
@@ -22,7 +23,9 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// Bulwark's Raft type configuration.
     pub TypeConfig:
-        D = Proposal,
+        // Shared, not copied: the log cache, the replication to each follower and the
+        // apply all hold the same entry (postcard encodes it exactly as a `Proposal`).
+        D = Arc<Proposal>,
         R = WriteOutcome,
         NodeId = NodeId,
         Node = openraft::BasicNode,

@@ -283,7 +283,7 @@ mod tests {
         };
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Proposal { request_id: None, command }),
+            payload: EntryPayload::Normal(std::sync::Arc::new(Proposal { request_id: None, command })),
         }
     }
 

@@ -678,6 +678,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let outcome = match entry.payload {
                 EntryPayload::Blank => WriteOutcome { revision: self.revision, conflict: None },
                 EntryPayload::Normal(p) => {
+                    let p = std::sync::Arc::unwrap_or_clone(p);
                     self.apply_proposal(entry.log_id.index, p, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {

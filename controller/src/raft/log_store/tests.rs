@@ -11,7 +11,7 @@ fn entry(term: u64, index: u64) -> Entry {
         Command::Note { key: format!("k{index}"), value: vec![index as u8; 10], replace: true };
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-        payload: EntryPayload::Normal(command.into()),
+        payload: EntryPayload::Normal(std::sync::Arc::new(command.into())),
     }
 }
 

@@ -25,7 +25,7 @@ fn openraft_storage_suite() -> Result<(), StorageError> {
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(cmd.into()),
+        payload: EntryPayload::Normal(std::sync::Arc::new(cmd.into())),
     }
 }
 
@@ -91,7 +91,7 @@ async fn a_retried_request_id_applies_once() {
     let proposal = |id| Proposal { request_id: Some(id), command: put("a", "v", None) };
     let at = |index, p: Proposal| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(p),
+        payload: EntryPayload::Normal(std::sync::Arc::new(p)),
     };
     // The same id twice in one batch, then again in a later batch.
     let out =
