@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // An event's fields are few and kept sorted by the controller: a BTreeMap decodes
+    // without hashing and moves into storage as it is.
+    config.btree_map([".bulwark.v1.AgentEvent.fields"]);
     tonic_prost_build::configure()
         .codec_path("crate::codec::LeanCodec")
         .file_descriptor_set_path(out.join("bulwark_descriptor.bin"))

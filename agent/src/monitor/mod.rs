@@ -51,7 +51,7 @@ impl EventSink {
             summary,
             before: fields.get("before").cloned().unwrap_or_default(),
             after: fields.get("after").cloned().unwrap_or_default(),
-            fields,
+            fields: fields.into_iter().collect(),
         })
     }
 

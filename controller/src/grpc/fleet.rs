@@ -107,7 +107,7 @@ pub fn event_from_pb(e: pb::AgentEvent) -> AgentEvent {
         summary: e.summary,
         before: e.before,
         after: e.after,
-        fields: e.fields.into_iter().collect(),
+        fields: e.fields,
     }
 }
 
@@ -121,7 +121,7 @@ pub fn event_to_pb(e: AgentEvent) -> pb::AgentEvent {
         summary: e.summary,
         before: e.before,
         after: e.after,
-        fields: e.fields.into_iter().collect(),
+        fields: e.fields,
     }
 }
 

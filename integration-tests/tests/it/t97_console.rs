@@ -278,7 +278,7 @@ fn event(n: u64, kind: &str, summary: &str, fields: &[(&str, &str)]) -> pb::Agen
         enforcer: if kind == "login" || kind == "brute-force" { "logins" } else { "users" }.into(),
         at_ms: now,
         summary: summary.into(),
-        fields: labels(fields),
+        fields: labels(fields).into_iter().collect(),
         ..Default::default()
     }
 }
