@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bulwark_proto::v1 as pb;
 use bulwark_proto::v1::agent_service_server::AgentService;
 use futures::Stream;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
 
 use super::auth::{Caller, Peer};
@@ -305,17 +305,23 @@ async fn note_presence(node: &Node, id: &str, connected: bool) {
 struct Open {
     node: Arc<Node>,
     id: String,
-    /// The "connected" presence write; "disconnected" is written after it.
-    connected: Option<tokio::task::JoinHandle<()>>,
+    /// Closes when the "connected" presence write is over; "disconnected" is written after
+    /// it. Not the write's `JoinHandle`: that would keep the finished task's memory (about
+    /// 500 bytes) for as long as the stream is open.
+    connected: Option<oneshot::Receiver<()>>,
 }
 
 impl Open {
     fn new(node: Arc<Node>, id: String) -> Self {
         node.metrics.streams_open.fetch_add(1, Ordering::Relaxed);
-        let connected = {
+        let (written, connected) = oneshot::channel();
+        {
             let (node, id) = (node.clone(), id.clone());
-            tokio::spawn(async move { note_presence(&node, &id, true).await })
-        };
+            tokio::spawn(async move {
+                note_presence(&node, &id, true).await;
+                drop(written);
+            });
+        }
         Self { node, id, connected: Some(connected) }
     }
 }
@@ -375,34 +381,39 @@ impl Desired {
                 let denied = Status::permission_denied(format!("agent {id} is revoked: {reason}"));
                 return Some((Err(denied), self));
             }
-            match self.resolver.resolve(&id) {
+            // Decided before any await: a resolution (or a temporary holding one) kept
+            // across an await is part of every waiting stream's state.
+            let known = match self.resolver.resolve(&id) {
                 Some(state) if state.revision > self.have => {
                     self.have = state.revision;
                     return Some((Ok(resolved_to_pb(state)), self));
                 }
-                Some(_) => {}
-                // This node may not have applied the enrollment yet (it just restarted and
-                // replays its log, or lags behind): catch up with the leader's commit
-                // before telling the agent it is unknown, which it may take as final.
-                None if !self.unknown_confirmed => {
-                    self.unknown_confirmed = true;
-                    if let Err(e) = node.read_barrier(Consistency::Linearizable).await {
-                        self.done = true;
-                        let status = Status::unavailable(format!(
-                            "controller {} does not know agent {id} yet and cannot check with the leader: {e}",
-                            node.id
-                        ));
-                        return Some((Err(status), self));
-                    }
-                    self.resolver.caught_up(node.reader.revision()).await;
-                    continue;
-                }
-                None => {
+                Some(_) => true,
+                None => false,
+            };
+            if !known {
+                if self.unknown_confirmed {
                     self.done = true;
                     let status =
                         Status::not_found(format!("agent {id} is not enrolled in this cluster"));
                     return Some((Err(status), self));
                 }
+                // This node may not have applied the enrollment yet (it just restarted and
+                // replays its log, or lags behind): catch up with the leader's commit
+                // before telling the agent it is unknown, which it may take as final.
+                self.unknown_confirmed = true;
+                // Boxed: a read barrier may call the leader, a future of kilobytes that
+                // would otherwise be part of every stream's state while it waits.
+                if let Err(e) = Box::pin(node.read_barrier(Consistency::Linearizable)).await {
+                    self.done = true;
+                    let status = Status::unavailable(format!(
+                        "controller {} does not know agent {id} yet and cannot check with the leader: {e}",
+                        node.id
+                    ));
+                    return Some((Err(status), self));
+                }
+                self.resolver.caught_up(node.reader.revision()).await;
+                continue;
             }
             tokio::select! {
                 changed = self.wake.changed() => if changed.is_err() { return None },
@@ -413,5 +424,23 @@ impl Desired {
                 () = tokio::time::sleep(REVOCATION_LOOK) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size_of_output<A, F>(_: fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A controller holds one [`Desired::next`] future per connected agent for as long as the
+    /// agent is connected: it was 2.6 KB while the read barrier's future (a call to the
+    /// leader) and a resolution were held inline.
+    #[test]
+    fn the_waiting_desired_state_stream_stays_small() {
+        let size = size_of_output(Desired::next);
+        assert!(size <= 1024, "Desired::next's future is {size} bytes");
     }
 }
