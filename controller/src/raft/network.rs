@@ -283,7 +283,10 @@ mod tests {
         };
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(std::sync::Arc::new(Proposal { request_id: None, command })),
+            payload: EntryPayload::Normal(std::sync::Arc::new(Proposal {
+                request_id: None,
+                command,
+            })),
         }
     }
 
