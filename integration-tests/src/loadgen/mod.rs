@@ -108,6 +108,10 @@ pub struct Memory {
     /// The same with `agents` connected, each with its state received and reported.
     pub rss_after_kib: u64,
     pub per_agent_kib: f64,
+    /// The RSS added per agent since the previous (smaller) fleet size; `None` at the
+    /// first. Unlike `per_agent_kib`, which is measured from the enrolled fleet's RSS, it
+    /// does not count memory the enrollments freed and the first connections reused.
+    pub added_per_agent_kib: Option<f64>,
     pub per_node_kib: Vec<u64>,
 }
 

@@ -92,19 +92,24 @@ pub fn print_rollout(rows: &[Rollout]) {
 pub fn print_memory(rows: &[Memory]) {
     println!("\n== controller memory per connected agent (VmRSS of the three controllers)");
     println!(
-        "{:>7} {:>14} {:>14} {:>14} | target",
-        "agents", "before KiB", "after KiB", "KiB/agent"
+        "{:>7} {:>14} {:>14} {:>14} {:>16} | target (KiB/agent)",
+        "agents", "before KiB", "after KiB", "KiB/agent", "KiB/added agent"
     );
     for m in rows {
+        let added = m.added_per_agent_kib.map_or("-".to_owned(), |k| format!("{k:.1}"));
         println!(
-            "{:>7} {:>14} {:>14} {:>14.1} | <= 20 KiB {}",
+            "{:>7} {:>14} {:>14} {:>14.1} {:>16} | <= 20 KiB {}",
             m.agents,
             m.rss_before_kib,
             m.rss_after_kib,
             m.per_agent_kib,
+            added,
             mark(m.per_agent_kib <= 20.0)
         );
     }
+    println!(
+        "KiB/agent: (after - before) / agents, from the enrolled fleet's RSS; KiB/added agent: since the previous size"
+    );
 }
 
 pub fn print_membership(m: &Membership) {

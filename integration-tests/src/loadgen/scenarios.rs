@@ -452,6 +452,10 @@ pub(super) async fn run(config: &Config) -> Result<Results> {
             rss_before_kib: b,
             rss_after_kib: a,
             per_agent_kib: a.saturating_sub(b) as f64 / n as f64,
+            added_per_agent_kib: results.memory.last().map(|prev: &Memory| {
+                a.saturating_sub(prev.rss_after_kib) as f64
+                    / n.saturating_sub(prev.agents).max(1) as f64
+            }),
             per_node_kib: after,
         });
         if config.scenarios.contains(&Scenario::Rollout) {
