@@ -370,23 +370,9 @@ impl StateMachine {
         batch: &mut Batch,
     ) -> Result<WriteOutcome, StorageError> {
         let unchanged = |revision| WriteOutcome { revision, conflict: None };
+        // Audit entries, notes and events go through `apply_change` like the rest and take
+        // no revision there.
         let ops = match cmd {
-            Command::Audit { key, entry } => {
-                self.put_audit(&key, entry, batch)?;
-                return Ok(unchanged(self.revision));
-            }
-            Command::Note { key, value, replace } => {
-                self.put_note(&key, value, replace, batch)?;
-                return Ok(unchanged(self.revision));
-            }
-            Command::ForgetNote { key } => {
-                self.forget_note(&key, batch);
-                return Ok(unchanged(self.revision));
-            }
-            Command::Events { agent, events } => {
-                self.put_events(agent, events, batch)?;
-                return Ok(unchanged(self.revision));
-            }
             Command::Txn(ops) => ops,
             single => vec![single],
         };
