@@ -119,15 +119,9 @@ impl Cache {
     /// time), the *oldest* events make room, and an `events-dropped` event saying how many
     /// went (and the running total, also kept across restarts) is spooled in their place:
     /// never a silent loss.
-    pub async fn spool(&self, mut event: pb::AgentEvent) -> Result<String, CacheError> {
-        {
-            let mut last_ms = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-            self.make_room(1, &mut last_ms)?;
-            event.id = self.next_id(&mut last_ms)?;
-            self.spool.insert(event.id.as_bytes(), event.encode_to_vec())?;
-        }
-        self.db.flush_async().await?;
-        Ok(event.id)
+    pub async fn spool(&self, event: pb::AgentEvent) -> Result<String, CacheError> {
+        let mut ids = self.spool_with_ids(std::slice::from_ref(&event), None).await?;
+        Ok(ids.remove(0))
     }
 
     /// Events dropped by the overflow rule since the agent was enrolled.
@@ -220,7 +214,17 @@ impl Cache {
         events: &[pb::AgentEvent],
         mark: Option<(&str, &[u8])>,
     ) -> Result<(), CacheError> {
-        {
+        self.spool_with_ids(events, mark).await.map(drop)
+    }
+
+    /// Spools `events` under new ids, with `mark`, flushed; returns the ids. Ids are given
+    /// and the events stored under [`Cache::ids`], so ids ascend in spool order.
+    async fn spool_with_ids(
+        &self,
+        events: &[pb::AgentEvent],
+        mark: Option<(&str, &[u8])>,
+    ) -> Result<Vec<String>, CacheError> {
+        let ids = {
             let mut last_ms = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
             self.make_room(events.len(), &mut last_ms)?;
             let mut encoded = Vec::with_capacity(events.len());
@@ -229,9 +233,10 @@ impl Cache {
                 encoded.push((id.clone(), pb::AgentEvent { id, ..event.clone() }.encode_to_vec()));
             }
             self.commit_marked(&encoded, mark)?;
-        }
+            encoded.into_iter().map(|(id, _)| id).collect()
+        };
         self.db.flush_async().await?;
-        Ok(())
+        Ok(ids)
     }
 
     fn commit_marked(
