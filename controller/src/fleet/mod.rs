@@ -426,21 +426,28 @@ pub fn expired_events(
     retention: Retention,
     now_ms: i64,
 ) -> Result<Vec<String>, NodeError> {
-    let keys: Vec<String> = reader.note_keys("event/").map_err(read_err)?;
-    let count = |k: &String| EventKey::parse(&k["event/".len()..]).map_or(0, |key| key.count);
-    let total: usize = keys.iter().map(count).sum();
-    let mut over = total.saturating_sub(retention.max_events);
     let cutoff = format!("{:013}", now_ms - retention.max_age.as_millis() as i64);
+    // Each key with its event count and whether all its events are past the age.
+    let keys: Vec<(String, usize, bool)> = reader
+        .note_keys("event/")
+        .map_err(read_err)?
+        .into_iter()
+        .map(|k| {
+            let parsed = EventKey::parse(&k["event/".len()..]);
+            let (n, old) = parsed.map_or((0, false), |key| (key.count, key.last < cutoff.as_str()));
+            (k, n, old)
+        })
+        .collect();
+    let total: usize = keys.iter().map(|(_, n, _)| n).sum();
+    let mut over = total.saturating_sub(retention.max_events);
     Ok(keys
         .into_iter()
-        .take_while(|k| {
-            let old =
-                EventKey::parse(&k["event/".len()..]).is_some_and(|key| key.last < cutoff.as_str());
-            let n = count(k);
-            let expire = old || (n > 0 && n <= over);
-            over = over.saturating_sub(n);
+        .take_while(|(_, n, old)| {
+            let expire = *old || (*n > 0 && *n <= over);
+            over = over.saturating_sub(*n);
             expire
         })
+        .map(|(k, _, _)| k)
         .collect())
 }
 
@@ -466,11 +473,13 @@ pub fn spawn_retention(node: Arc<Node>, retention: Retention) {
                     continue;
                 }
             };
+            let mut events = 0;
             for chunk in expired.chunks(500) {
-                let mut ops = Vec::with_capacity(chunk.len() * 2);
+                let (mut ops, mut n) = (Vec::with_capacity(chunk.len() * 2), 0);
                 for key in chunk {
                     if let Some(k) = key.strip_prefix("event/").and_then(EventKey::parse) {
                         ops.push(Command::ForgetNote { key: event_index_key(k.agent, k.first) });
+                        n += k.count;
                     }
                     ops.push(Command::ForgetNote { key: key.clone() });
                 }
@@ -478,13 +487,9 @@ pub fn spawn_retention(node: Arc<Node>, retention: Retention) {
                     tracing::warn!(error = %e, "event retention: cannot forget events");
                     break;
                 }
+                events += n;
             }
             if !expired.is_empty() {
-                let events: usize = expired
-                    .iter()
-                    .filter_map(|k| k.strip_prefix("event/").and_then(EventKey::parse))
-                    .map(|k| k.count)
-                    .sum();
                 tracing::info!(forgotten = events, reports = expired.len(), "event retention");
             }
         }
