@@ -17,6 +17,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::batch::{self, NoteBatcher};
+use crate::raft::group::{self, WriteGroup};
 use crate::raft::network::{PeerError, Peers};
 use crate::raft::state_machine::{Reader, open_storage};
 use crate::raft::{NodeId, Raft, Snapshot, decode, encode};
@@ -36,6 +37,8 @@ pub struct Tuning {
     pub snapshot_keep_logs: u64,
     /// How long a write or a linearizable read may wait for a quorum.
     pub quorum_timeout: Duration,
+    /// How the leader groups concurrent writes into Raft entries.
+    pub write_group: group::Limits,
 }
 
 impl Default for Tuning {
@@ -47,6 +50,7 @@ impl Default for Tuning {
             snapshot_threshold: 10_000,
             snapshot_keep_logs: 1_000,
             quorum_timeout: Duration::from_secs(5),
+            write_group: group::Limits::default(),
         }
     }
 }
@@ -304,6 +308,8 @@ pub struct Node {
     pub metrics: crate::metrics::Metrics,
     /// Groups note writes (reports, presence, beats) into one Raft entry.
     pub notes: NoteBatcher,
+    /// Groups the writes this node proposes as leader into Raft entries.
+    writes: WriteGroup,
     tuning: Tuning,
 }
 
@@ -359,6 +365,7 @@ impl Node {
         tracing::info!(node_id = config.node_id, addr = %config.advertise, "raft started");
         Ok(Arc::new_cyclic(|node: &Weak<Node>| Node {
             notes: NoteBatcher::spawn(batch::Limits::default(), write_through(node.clone())),
+            writes: WriteGroup::spawn(raft.clone(), config.tuning.write_group),
             id: config.node_id,
             addr: config.advertise,
             cluster_name: config.cluster_name,
@@ -433,16 +440,17 @@ impl Node {
     pub async fn write_local(&self, proposal: Proposal) -> Result<Written, NodeError> {
         self.check_quorum()?;
         let t = self.tuning.quorum_timeout;
-        match tokio::time::timeout(t, self.raft.client_write(Arc::new(proposal))).await {
+        match tokio::time::timeout(t, self.writes.write(proposal)).await {
             Err(_) => Err(NodeError::NoQuorum(format!(
                 "the write was not committed within {} s; is a majority of voters up?",
                 t.as_secs_f32()
             ))),
-            Ok(Ok(resp)) => Ok(Written { outcome: resp.data, log_index: resp.log_id.index }),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Ok(None) => Err(NodeError::ShuttingDown),
+            Ok(Some(Ok((outcome, log_id)))) => Ok(Written { outcome, log_index: log_id.index }),
+            Ok(Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))) => {
                 Err(self.not_leader())
             }
-            Ok(Err(e)) => Err(raft_error(e)),
+            Ok(Some(Err(e))) => Err(raft_error(e)),
         }
     }
 

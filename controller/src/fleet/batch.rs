@@ -113,6 +113,7 @@ fn check(ops: &[Command]) -> Result<usize, NodeError> {
                         Command::Put { .. } => "a put",
                         Command::Delete { .. } => "a delete",
                         Command::Audit { .. } => "an audit entry",
+                        Command::Batch(_) => "a batch",
                         _ => "a transaction",
                     }
                 )));

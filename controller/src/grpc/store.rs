@@ -56,6 +56,7 @@ impl StoreApi {
                 (kind.clone(), key.clone(), *expect_mod_revision)
             }
             Command::Txn(_)
+            | Command::Batch(_)
             | Command::Audit { .. }
             | Command::Note { .. }
             | Command::ForgetNote { .. }

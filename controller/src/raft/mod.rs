@@ -5,6 +5,7 @@
 // build it follow the same signature rather than boxing and unboxing at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod group;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -12,7 +13,7 @@ pub mod state_machine;
 use std::io::Cursor;
 use std::sync::Arc;
 
-use crate::store::{Proposal, WriteOutcome};
+use crate::store::{Applied, Proposal};
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;
@@ -26,7 +27,7 @@ openraft::declare_raft_types!(
         // Shared, not copied: the log cache, the replication to each follower and the
         // apply all hold the same entry (postcard encodes it exactly as a `Proposal`).
         D = Arc<Proposal>,
-        R = WriteOutcome,
+        R = Applied,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         SnapshotData = Cursor<Vec<u8>>,

@@ -9,7 +9,8 @@
 //! - `a/<key>` → an admin audit entry (no revision, never replaced)
 //! - `n/<key>` → a note: agent status, presence, agent events, node beats (no revision)
 //! - `d/<request id>` → the [`WriteOutcome`] of a recent client request, and
-//!   `x/<log index>` → that request id, so ids expire after [`DEDUPE_WINDOW`] entries
+//!   `x/<log index>` → the request ids that entry applied (16 bytes each; a batch entry
+//!   carries several), so ids expire after [`DEDUPE_WINDOW`] entries
 //!
 //! Tree `sm_snapshot` holds the newest snapshot (meta and data).
 
@@ -27,7 +28,12 @@ use super::{
     encode,
 };
 use crate::fleet;
-use crate::store::{Change, ChangeOp, Command, Proposal, Record, WriteOutcome};
+use crate::store::{Applied, Change, ChangeOp, Command, Proposal, Record, WriteOutcome};
+
+/// The outcome of an entry that changed nothing, or no revision-taking record.
+fn unchanged(revision: u64) -> WriteOutcome {
+    WriteOutcome { revision, conflict: None }
+}
 
 /// How many changes the history keeps for watchers; older revisions are compacted.
 pub const HISTORY_KEEP: u64 = 100_000;
@@ -369,7 +375,6 @@ impl StateMachine {
         cmd: Command,
         batch: &mut Batch,
     ) -> Result<WriteOutcome, StorageError> {
-        let unchanged = |revision| WriteOutcome { revision, conflict: None };
         // Audit entries, notes and events go through `apply_change` like the rest and take
         // no revision there.
         let ops = match cmd {
@@ -430,7 +435,7 @@ impl StateMachine {
                 return Ok(false);
             }
             // Rejected by validation.
-            Command::Txn(_) => return Ok(false),
+            Command::Txn(_) | Command::Batch(_) => return Ok(false),
         };
         let (Command::Put { kind, key, .. } | Command::Delete { kind, key, .. }) = &cmd else {
             return Ok(false);
@@ -558,6 +563,7 @@ impl StateMachine {
                 (kind, key, *expect_mod_revision)
             }
             Command::Txn(_)
+            | Command::Batch(_)
             | Command::Audit { .. }
             | Command::Note { .. }
             | Command::ForgetNote { .. }
@@ -570,20 +576,48 @@ impl StateMachine {
         Ok((actual != expected).then_some(actual))
     }
 
-    /// Applies a proposal once per request id: a retried id returns the first outcome.
-    fn apply_proposal(
+    /// Applies the proposal of log entry `index`: one request, or each member of a
+    /// [`Command::Batch`] as a request of its own. The request ids it remembers are listed
+    /// under `x/<index>` and forgotten [`DEDUPE_WINDOW`] entries later.
+    fn apply_entry(
         &mut self,
         index: u64,
         proposal: Proposal,
         batch: &mut Batch,
-    ) -> Result<WriteOutcome, StorageError> {
+    ) -> Result<Applied, StorageError> {
         if index > DEDUPE_WINDOW {
             let expired = expiry_key(index - DEDUPE_WINDOW);
-            if let Some(id) = self.tree.get(expired).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
+            if let Some(ids) = self.tree.get(expired).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
                 batch.ops.remove(&expired);
-                batch.ops.remove(&[DEDUPE_PREFIX, &id[..]].concat()[..]);
+                for id in ids.chunks(16) {
+                    batch.ops.remove(&[DEDUPE_PREFIX, id].concat()[..]);
+                }
             }
         }
+        let mut ids = Vec::new();
+        let applied = match proposal.command {
+            Command::Batch(members) => Applied::Batch(
+                members
+                    .into_iter()
+                    .map(|member| self.apply_request(member, batch, &mut ids))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => Applied::One(self.apply_request(proposal, batch, &mut ids)?),
+        };
+        if !ids.is_empty() {
+            batch.ops.insert(&expiry_key(index), ids);
+        }
+        Ok(applied)
+    }
+
+    /// Applies a request once per request id: a retried id returns the first outcome. The
+    /// id is appended to `ids` (big-endian) when this is its first application.
+    fn apply_request(
+        &mut self,
+        proposal: Proposal,
+        batch: &mut Batch,
+        ids: &mut Vec<u8>,
+    ) -> Result<WriteOutcome, StorageError> {
         let Some(id) = proposal.request_id else {
             return self.apply_command(proposal.command, batch);
         };
@@ -597,7 +631,7 @@ impl StateMachine {
         }
         let outcome = self.apply_command(proposal.command, batch)?;
         batch.ops.insert(&dkey, encode(&outcome).map_err(|e| sm_err(ErrorVerb::Write, &e))?);
-        batch.ops.insert(&expiry_key(index), &id.to_be_bytes());
+        ids.extend_from_slice(&id.to_be_bytes());
         batch.requests.insert(id, outcome.clone());
         Ok(outcome)
     }
@@ -652,7 +686,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<WriteOutcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -662,14 +696,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
-                EntryPayload::Blank => WriteOutcome { revision: self.revision, conflict: None },
+                EntryPayload::Blank => Applied::One(unchanged(self.revision)),
                 EntryPayload::Normal(p) => {
                     let p = std::sync::Arc::unwrap_or_clone(p);
-                    self.apply_proposal(entry.log_id.index, p, &mut batch)?
+                    self.apply_entry(entry.log_id.index, p, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    WriteOutcome { revision: self.revision, conflict: None }
+                    Applied::One(unchanged(self.revision))
                 }
             };
             outcomes.push(outcome);

@@ -70,6 +70,11 @@ pub enum Command {
         agent: String,
         events: Vec<(String, Vec<u8>)>,
     },
+    /// Independent client writes committed as one Raft entry (the leader's group commit,
+    /// [`crate::raft::group`]). Each member is applied as if it were an entry of its own,
+    /// in order: its own request id, expectations, revision and outcome, and a failed
+    /// expectation fails that member alone.
+    Batch(Vec<Proposal>),
 }
 
 impl Command {
@@ -81,10 +86,22 @@ impl Command {
                     return Err(InvalidCommand::Empty("transaction"));
                 }
                 for op in ops {
-                    if matches!(op, Command::Txn(_)) {
+                    if matches!(op, Command::Txn(_) | Command::Batch(_)) {
                         return Err(InvalidCommand::NestedTxn);
                     }
                     op.validate()?;
+                }
+                return Ok(());
+            }
+            Command::Batch(members) => {
+                if members.is_empty() {
+                    return Err(InvalidCommand::Empty("batch"));
+                }
+                for member in members {
+                    if matches!(member.command, Command::Batch(_)) {
+                        return Err(InvalidCommand::NestedBatch);
+                    }
+                    member.command.validate()?;
                 }
                 return Ok(());
             }
@@ -145,6 +162,9 @@ impl Command {
                 }
                 Command::ForgetNote { key } => key.len(),
                 Command::Txn(ops) => ops.iter().map(|op| op.weight(overhead)).sum(),
+                Command::Batch(members) => {
+                    members.iter().map(|m| 16 + m.command.weight(overhead)).sum()
+                }
                 Command::Events { agent, events } => {
                     agent.len() + events.iter().map(|(id, e)| id.len() + e.len()).sum::<usize>()
                 }
@@ -176,8 +196,10 @@ pub enum InvalidCommand {
     Nul(&'static str),
     #[error("value is {0} bytes; at most {MAX_VALUE_LEN} are allowed")]
     ValueTooLarge(usize),
-    #[error("a transaction cannot contain another transaction")]
+    #[error("a transaction cannot contain another transaction or a batch")]
     NestedTxn,
+    #[error("a batch cannot contain another batch")]
+    NestedBatch,
     #[error("{0} must not contain '/'")]
     Slash(&'static str),
     #[error("event ids must ascend: {after:?} comes after {before:?}")]
@@ -192,6 +214,20 @@ pub struct WriteOutcome {
     /// Set when a compare-and-set failed: the record's actual `mod_revision` (0: missing).
     /// Nothing was changed then.
     pub conflict: Option<u64>,
+}
+
+/// What applying one Raft entry produced: one outcome, or one per member of a
+/// [`Command::Batch`], in order. Returned to the proposer only; never stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    One(WriteOutcome),
+    Batch(Vec<WriteOutcome>),
+}
+
+impl Default for Applied {
+    fn default() -> Self {
+        Applied::One(WriteOutcome::default())
+    }
 }
 
 /// A stored record.

@@ -29,6 +29,14 @@ fn entry(index: u64, cmd: Command) -> Entry {
     }
 }
 
+/// The outcome of an entry that is not a batch.
+fn one(applied: &Applied) -> WriteOutcome {
+    match applied {
+        Applied::One(outcome) => outcome.clone(),
+        Applied::Batch(_) => panic!("a batch's outcomes where one was expected"),
+    }
+}
+
 fn put(key: &str, value: &str, expect: Option<u64>) -> Command {
     Command::Put {
         kind: "policy".into(),
@@ -64,7 +72,7 @@ async fn revisions_history_and_compare_and_set() {
         ])
         .await
         .unwrap();
-    let revs: Vec<_> = out.iter().map(|o| (o.revision, o.conflict)).collect();
+    let revs: Vec<_> = out.iter().map(one).map(|o| (o.revision, o.conflict)).collect();
     assert_eq!(revs, [(1, None), (2, None), (3, None), (3, Some(3)), (3, None), (4, None)]);
     assert_eq!(reader.revision(), 4);
     assert_eq!(reader.get("policy", "a").unwrap(), None);
@@ -96,11 +104,69 @@ async fn a_retried_request_id_applies_once() {
     // The same id twice in one batch, then again in a later batch.
     let out =
         sm.apply(vec![at(1, proposal(7)), at(2, proposal(7)), at(3, proposal(8))]).await.unwrap();
-    assert_eq!(out.iter().map(|o| o.revision).collect::<Vec<_>>(), [1, 1, 2]);
+    assert_eq!(out.iter().map(|o| one(o).revision).collect::<Vec<_>>(), [1, 1, 2]);
     let out = sm.apply(vec![at(4, proposal(7))]).await.unwrap();
-    assert_eq!(out[0].revision, 1);
+    assert_eq!(one(&out[0]).revision, 1);
     assert_eq!(sm.reader().revision(), 2);
     assert_eq!(sm.reader().changes(0, 2).unwrap().len(), 2);
+}
+
+/// A batch entry's members apply as entries of their own would: each its own revision,
+/// request id and compare-and-set; their ids expire together with the entry.
+#[tokio::test]
+async fn batch_members_apply_independently_and_their_ids_expire_together() {
+    let (_dir, mut sm) = open();
+    let member = |id, command| Proposal { request_id: id, command };
+    let batch = |index, members| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(std::sync::Arc::new(Proposal {
+            request_id: None,
+            command: Command::Batch(members),
+        })),
+    };
+    let out = sm
+        .apply(vec![batch(
+            1,
+            vec![
+                member(Some(1), put("a", "1", Some(0))),
+                member(Some(2), put("a", "2", Some(0))), // conflict: a was just created
+                member(Some(1), put("a", "1", Some(0))), // a retry of the first member
+                member(None, put("b", "1", None)),
+                member(Some(3), delete("missing")),
+            ],
+        )])
+        .await
+        .unwrap();
+    let outcomes = |a: &Applied| match a {
+        Applied::Batch(o) => o.iter().map(|o| (o.revision, o.conflict)).collect::<Vec<_>>(),
+        Applied::One(_) => panic!("a batch answered with one outcome"),
+    };
+    assert_eq!(outcomes(&out[0]), [(1, None), (1, Some(1)), (1, None), (2, None), (2, None)]);
+    assert_eq!(sm.reader().get("policy", "a").unwrap().unwrap().value, b"1");
+
+    // Within the dedupe window, a retried id returns its first outcome, conflict included.
+    let out = sm.apply(vec![entry_with_id(2, 2, put("a", "2", None))]).await.unwrap();
+    assert_eq!(one(&out[0]), WriteOutcome { revision: 1, conflict: Some(1) });
+    // Once the window has passed the batch's entry, all three of its ids are forgotten.
+    sm.apply(vec![entry(1 + DEDUPE_WINDOW, put("c", "1", None))]).await.unwrap();
+    for id in 1..=3 {
+        let out = sm
+            .apply(vec![entry_with_id(2 + DEDUPE_WINDOW + id as u64, id, put("d", "x", None))])
+            .await
+            .unwrap();
+        assert_eq!(one(&out[0]).conflict, None);
+    }
+    assert_eq!(sm.reader().revision(), 6, "each expired id applied again");
+}
+
+fn entry_with_id(index: u64, id: u128, command: Command) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(std::sync::Arc::new(Proposal {
+            request_id: Some(id),
+            command,
+        })),
+    }
 }
 
 #[tokio::test]
@@ -120,7 +186,7 @@ async fn snapshot_round_trip_restores_records_history_and_revision() {
     assert_eq!(reader.changes(10, 20).unwrap().len(), 10);
     // The next write continues the revision sequence.
     let out = target.apply(vec![entry(21, put("k21", "v", None))]).await.unwrap();
-    assert_eq!(out[0].revision, 21);
+    assert_eq!(one(&out[0]).revision, 21);
 }
 
 #[tokio::test]
@@ -177,11 +243,11 @@ async fn a_transaction_applies_all_or_nothing() {
     };
     // The token is at revision 1: a stale expectation changes nothing.
     let out = sm.apply(vec![entry(2, txn(7))]).await.unwrap();
-    assert_eq!(out[0], WriteOutcome { revision: 1, conflict: Some(1) });
+    assert_eq!(one(&out[0]), WriteOutcome { revision: 1, conflict: Some(1) });
     assert_eq!(sm.reader().get("policy", "agt-1").unwrap(), None);
     // Both changes take one revision, and watchers see both at it, in order.
     let out = sm.apply(vec![entry(3, txn(1))]).await.unwrap();
-    assert_eq!(out[0], WriteOutcome { revision: 2, conflict: None });
+    assert_eq!(one(&out[0]), WriteOutcome { revision: 2, conflict: None });
     assert_eq!(sm.reader().get("policy", "tok").unwrap().unwrap().value, b"4 uses");
     assert_eq!(sm.reader().get("policy", "agt-1").unwrap().unwrap().mod_revision, 2);
     let changes = sm.reader().changes(1, 2).unwrap();
@@ -200,10 +266,10 @@ async fn an_audit_entry_commits_with_the_change_it_records() {
         ])
     };
     let out = sm.apply(vec![entry(1, audited(Some(0)))]).await.unwrap();
-    assert_eq!(out[0], WriteOutcome { revision: 1, conflict: None });
+    assert_eq!(one(&out[0]), WriteOutcome { revision: 1, conflict: None });
     // A failed compare-and-set stores neither the change nor its audit entry.
     let out = sm.apply(vec![entry(2, audited(Some(0)))]).await.unwrap();
-    assert_eq!(out[0], WriteOutcome { revision: 1, conflict: Some(1) });
+    assert_eq!(one(&out[0]), WriteOutcome { revision: 1, conflict: Some(1) });
     assert_eq!(sm.reader().audit_from("").unwrap().len(), 1);
     assert_eq!(sm.reader().revision(), 1);
 }
