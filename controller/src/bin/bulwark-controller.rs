@@ -8,6 +8,9 @@ use bulwark_controller::backup::{RestoreOptions, restore};
 use bulwark_controller::config::ControllerArgs;
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Seeds a new, empty data dir from a `bulwarkctl snapshot save` file (checked: header,
 /// length, SHA-256). The node then starts as the only voter of a cluster holding every
 /// record, its history and the audit log; add the other nodes with `bulwarkctl cluster

@@ -6,8 +6,8 @@
 //! concurrent writers that per-entry work, not the disk, bounded the throughput
 //! (`BENCHMARKS.md`). A node has one [`WriteGroup`]; `Node::write_local` hands it every
 //! proposal, and one task:
-//! - takes the next proposal, waits for one of [`Limits::in_flight`] slots, then takes every
-//!   proposal that queued meanwhile (up to [`Limits`]);
+//! - takes the next proposal, waits until fewer than [`Limits::in_flight`] groups are
+//!   committing, then takes every proposal that queued meanwhile (up to [`Limits`]);
 //! - proposes them to openraft in that order, a lone proposal as itself and several as one
 //!   `Batch` entry, and moves on without waiting for the commit;
 //! - answers each caller with its own member's outcome when the entry is applied.
@@ -36,9 +36,11 @@ pub type WriteResult =
 ///
 /// A group is applied in one state machine call that blocks a runtime worker while it runs;
 /// an audited put is about a dozen sled operations, so 256 members keep an apply in the
-/// tens of milliseconds on a busy 2-core machine. Two groups in flight keep the replication
-/// busy: while one is being replicated and applied, the next is already in the log, and
-/// openraft sends it in the following AppendEntries.
+/// tens of milliseconds on a busy 2-core machine. One group in flight: the next one forms
+/// while the last commits, so it holds every write that arrived meanwhile. In paired
+/// `bulwark-raftbench` runs one did better than two, four or eight at 16 and 256 clients
+/// (more groups in flight made them smaller without committing them sooner: openraft
+/// keeps one AppendEntries in flight per follower anyway).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_members: usize,
@@ -48,7 +50,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_members: 256, max_bytes: 512 << 10, in_flight: 2 }
+        Self { max_members: 256, max_bytes: 512 << 10, in_flight: 1 }
     }
 }
 
@@ -117,12 +119,14 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, raft: Raft, limits: Limit
             Err(fatal) => answer_all(waiting, &Err(RaftError::Fatal(fatal))),
             Ok(reply) => {
                 tokio::spawn(async move {
-                    match reply.await {
+                    let result = reply.await;
+                    // Freed before answering, so a caller's next write finds the slot free.
+                    drop(slot);
+                    match result {
                         Ok(Ok(resp)) => answer(waiting, resp.data, resp.log_id),
                         Ok(Err(e)) => answer_all(waiting, &Err(RaftError::APIError(e))),
                         Err(_) => answer_all(waiting, &Err(RaftError::Fatal(Fatal::Stopped))),
                     }
-                    drop(slot);
                 });
             }
         }
