@@ -9,8 +9,9 @@
 //! - `a/<key>` → an admin audit entry (no revision, never replaced)
 //! - `n/<key>` → a note: agent status, presence, agent events, node beats (no revision)
 //! - `d/<request id>` → the [`WriteOutcome`] of a recent client request, and
-//!   `x/<log index>` → the request ids that entry applied (16 bytes each; a batch entry
-//!   carries several), so ids expire after [`DEDUPE_WINDOW`] entries
+//!   `x/<sequence>` → that request id, numbered in the order ids were remembered, so the
+//!   newest [`DEDUPE_WINDOW`] ids are kept whatever the entries held (older data dirs
+//!   numbered them by log index, which sorts before)
 //!
 //! Tree `sm_snapshot` holds the newest snapshot (meta and data).
 
@@ -38,7 +39,8 @@ fn unchanged(revision: u64) -> WriteOutcome {
 /// How many changes the history keeps for watchers; older revisions are compacted.
 pub const HISTORY_KEEP: u64 = 100_000;
 
-/// How many log entries a request id is remembered for, to apply a retried write once.
+/// How many request ids are remembered (the newest), to apply a retried write once. Counted
+/// in ids, not log entries: an entry of the leader's write group carries up to 256.
 pub const DEDUPE_WINDOW: u64 = 100_000;
 
 const APPLIED: &[u8] = b"m/applied";
@@ -91,11 +93,21 @@ fn dedupe_key(id: u128) -> [u8; 18] {
     k
 }
 
-fn expiry_key(index: u64) -> [u8; 10] {
+fn expiry_key(sequence: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
     k[..2].copy_from_slice(EXPIRY_PREFIX);
-    k[2..].copy_from_slice(&index.to_be_bytes());
+    k[2..].copy_from_slice(&sequence.to_be_bytes());
     k
+}
+
+/// The sequence number the next remembered request id takes: one past the newest `x/` key.
+fn next_remembered(tree: &sled::Tree) -> sled::Result<u64> {
+    let Some(last) = tree.scan_prefix(EXPIRY_PREFIX).keys().next_back() else {
+        return Ok(0);
+    };
+    let mut be = [0u8; 8];
+    be.copy_from_slice(&last?[EXPIRY_PREFIX.len()..EXPIRY_PREFIX.len() + 8]);
+    Ok(u64::from_be_bytes(be) + 1)
 }
 
 /// A metadata key of tree `sm` and its encoded value.
@@ -297,6 +309,10 @@ pub struct StateMachine {
     /// Counts applies that stored notes.
     notes_tx: watch::Sender<u64>,
     snapshot_seq: u64,
+    /// The `x/` sequence number of the next request id remembered.
+    remembered: u64,
+    /// How many request ids are remembered ([`DEDUPE_WINDOW`]; smaller in tests).
+    dedupe_window: u64,
 }
 
 fn sm_err(verb: ErrorVerb, e: &dyn std::error::Error) -> StorageError {
@@ -321,9 +337,12 @@ impl StateMachine {
             Some(b) => decode(&b).map_err(|e| read(&e))?,
             None => 0,
         };
+        let remembered = next_remembered(&tree).map_err(|e| read(&e))?;
         let (revision_tx, _) = watch::channel(revision);
         let (notes_tx, _) = watch::channel(0);
         Ok(Self {
+            remembered,
+            dedupe_window: DEDUPE_WINDOW,
             db: db.clone(),
             tree,
             snapshots,
@@ -576,47 +595,30 @@ impl StateMachine {
         Ok((actual != expected).then_some(actual))
     }
 
-    /// Applies the proposal of log entry `index`: one request, or each member of a
-    /// [`Command::Batch`] as a request of its own. The request ids it remembers are listed
-    /// under `x/<index>` and forgotten [`DEDUPE_WINDOW`] entries later.
+    /// Applies an entry's proposal: one request, or each member of a [`Command::Batch`] as
+    /// a request of its own.
     fn apply_entry(
         &mut self,
-        index: u64,
         proposal: Proposal,
         batch: &mut Batch,
     ) -> Result<Applied, StorageError> {
-        if index > DEDUPE_WINDOW {
-            let expired = expiry_key(index - DEDUPE_WINDOW);
-            if let Some(ids) = self.tree.get(expired).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
-                batch.ops.remove(&expired);
-                for id in ids.chunks(16) {
-                    batch.ops.remove(&[DEDUPE_PREFIX, id].concat()[..]);
-                }
-            }
-        }
-        let mut ids = Vec::new();
-        let applied = match proposal.command {
+        Ok(match proposal.command {
             Command::Batch(members) => Applied::Batch(
                 members
                     .into_iter()
-                    .map(|member| self.apply_request(member, batch, &mut ids))
+                    .map(|member| self.apply_request(member, batch))
                     .collect::<Result<_, _>>()?,
             ),
-            _ => Applied::One(self.apply_request(proposal, batch, &mut ids)?),
-        };
-        if !ids.is_empty() {
-            batch.ops.insert(&expiry_key(index), ids);
-        }
-        Ok(applied)
+            _ => Applied::One(self.apply_request(proposal, batch)?),
+        })
     }
 
     /// Applies a request once per request id: a retried id returns the first outcome. The
-    /// id is appended to `ids` (big-endian) when this is its first application.
+    /// id is remembered under the next `x/` sequence number.
     fn apply_request(
         &mut self,
         proposal: Proposal,
         batch: &mut Batch,
-        ids: &mut Vec<u8>,
     ) -> Result<WriteOutcome, StorageError> {
         let Some(id) = proposal.request_id else {
             return self.apply_command(proposal.command, batch);
@@ -631,9 +633,24 @@ impl StateMachine {
         }
         let outcome = self.apply_command(proposal.command, batch)?;
         batch.ops.insert(&dkey, encode(&outcome).map_err(|e| sm_err(ErrorVerb::Write, &e))?);
-        ids.extend_from_slice(&id.to_be_bytes());
+        batch.ops.insert(&expiry_key(self.remembered), &id.to_be_bytes());
+        self.remembered += 1;
         batch.requests.insert(id, outcome.clone());
         Ok(outcome)
+    }
+
+    /// Forgets the request ids older than the newest `dedupe_window` (those stored before
+    /// this apply: its own are not in the tree yet, and go with a later apply if need be).
+    fn expire_requests(&self, batch: &mut Batch) -> Result<(), StorageError> {
+        let Some(bound) = self.remembered.checked_sub(self.dedupe_window) else {
+            return Ok(());
+        };
+        for kv in self.tree.range(expiry_key(0)..expiry_key(bound)) {
+            let (key, id) = kv.map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+            batch.ops.remove(key);
+            batch.ops.remove([DEDUPE_PREFIX, &id[..]].concat());
+        }
+        Ok(())
     }
 
     fn snapshot_from_stored(&self) -> Result<Option<Snapshot>, StorageError> {
@@ -699,7 +716,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Applied::One(unchanged(self.revision)),
                 EntryPayload::Normal(p) => {
                     let p = std::sync::Arc::unwrap_or_clone(p);
-                    self.apply_entry(entry.log_id.index, p, &mut batch)?
+                    self.apply_entry(p, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -708,6 +725,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             outcomes.push(outcome);
         }
+        self.expire_requests(&mut batch)?;
         for (k, v) in self.meta_pairs()? {
             batch.ops.insert(k, v);
         }
@@ -780,6 +798,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(k, v);
         }
         self.tree.apply_batch(batch).map_err(|e| err(ErrorVerb::Write, &e))?;
+        self.remembered = next_remembered(&self.tree).map_err(|e| err(ErrorVerb::Read, &e))?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.snapshots
             .insert(CURRENT_SNAPSHOT, encode(&stored).map_err(|e| err(ErrorVerb::Write, &e))?)

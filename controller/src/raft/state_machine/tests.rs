@@ -112,10 +112,11 @@ async fn a_retried_request_id_applies_once() {
 }
 
 /// A batch entry's members apply as entries of their own would: each its own revision,
-/// request id and compare-and-set; their ids expire together with the entry.
+/// request id and compare-and-set; the newest ids are remembered, counted in ids.
 #[tokio::test]
-async fn batch_members_apply_independently_and_their_ids_expire_together() {
+async fn batch_members_apply_independently_and_the_newest_ids_are_remembered() {
     let (_dir, mut sm) = open();
+    sm.dedupe_window = 3;
     let member = |id, command| Proposal { request_id: id, command };
     let batch = |index, members| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -147,16 +148,19 @@ async fn batch_members_apply_independently_and_their_ids_expire_together() {
     // Within the dedupe window, a retried id returns its first outcome, conflict included.
     let out = sm.apply(vec![entry_with_id(2, 2, put("a", "2", None))]).await.unwrap();
     assert_eq!(one(&out[0]), WriteOutcome { revision: 1, conflict: Some(1) });
-    // Once the window has passed the batch's entry, all three of its ids are forgotten.
-    sm.apply(vec![entry(1 + DEDUPE_WINDOW, put("c", "1", None))]).await.unwrap();
-    for id in 1..=3 {
-        let out = sm
-            .apply(vec![entry_with_id(2 + DEDUPE_WINDOW + id as u64, id, put("d", "x", None))])
-            .await
-            .unwrap();
-        assert_eq!(one(&out[0]).conflict, None);
+    // Three newer ids push the batch's three out of the window.
+    for id in 4..=6 {
+        let out = sm.apply(vec![entry_with_id(id as u64, id, put("c", "1", None))]).await.unwrap();
+        assert_eq!(one(&out[0]).revision, id as u64 - 1);
     }
-    assert_eq!(sm.reader().revision(), 6, "each expired id applied again");
+    // Forgotten: the id that conflicted is applied anew.
+    let out = sm.apply(vec![entry_with_id(7, 2, put("a", "2", None))]).await.unwrap();
+    assert_eq!(one(&out[0]), WriteOutcome { revision: 6, conflict: None });
+    // Remembered: the newest ids still return their first outcome.
+    let out = sm.apply(vec![entry_with_id(8, 5, put("c", "2", None))]).await.unwrap();
+    assert_eq!(one(&out[0]), WriteOutcome { revision: 4, conflict: None });
+    // The count survives a reopen (it is read back from the stored ids).
+    assert_eq!(next_remembered(&sm.tree).unwrap(), sm.remembered);
 }
 
 fn entry_with_id(index: u64, id: u128, command: Command) -> Entry {
