@@ -9,9 +9,10 @@
 //! - `a/<key>` → an admin audit entry (no revision, never replaced)
 //! - `n/<key>` → a note: agent status, presence, agent events, node beats (no revision)
 //! - `d/<request id>` → the [`WriteOutcome`] of a recent client request, and
-//!   `x/<sequence>` → that request id, numbered in the order ids were remembered, so the
-//!   newest [`DEDUPE_WINDOW`] ids are kept whatever the entries held (older data dirs
-//!   numbered them by log index, which sorts before)
+//!   `x/<sequence>` → the request ids one entry remembered (16 bytes each; a grouped entry
+//!   holds several), keyed by the first one's number in the order ids were remembered, so
+//!   the newest [`DEDUPE_WINDOW`] ids are kept whatever the entries held (older data dirs
+//!   keyed one id by its log index, which sorts before)
 //!
 //! Tree `sm_snapshot` holds the newest snapshot (meta and data).
 
@@ -100,14 +101,20 @@ fn expiry_key(sequence: u64) -> [u8; 10] {
     k
 }
 
-/// The sequence number the next remembered request id takes: one past the newest `x/` key.
+/// The number of the first id an `x/` key lists.
+fn expiry_sequence(key: &[u8]) -> u64 {
+    let mut be = [0u8; 8];
+    be.copy_from_slice(&key[EXPIRY_PREFIX.len()..EXPIRY_PREFIX.len() + 8]);
+    u64::from_be_bytes(be)
+}
+
+/// The number the next remembered request id takes: one past the newest `x/` key's ids.
 fn next_remembered(tree: &sled::Tree) -> sled::Result<u64> {
-    let Some(last) = tree.scan_prefix(EXPIRY_PREFIX).keys().next_back() else {
+    let Some(last) = tree.scan_prefix(EXPIRY_PREFIX).next_back() else {
         return Ok(0);
     };
-    let mut be = [0u8; 8];
-    be.copy_from_slice(&last?[EXPIRY_PREFIX.len()..EXPIRY_PREFIX.len() + 8]);
-    Ok(u64::from_be_bytes(be) + 1)
+    let (key, ids) = last?;
+    Ok(expiry_sequence(&key) + ids.len() as u64 / 16)
 }
 
 /// A metadata key of tree `sm` and its encoded value.
@@ -596,29 +603,38 @@ impl StateMachine {
     }
 
     /// Applies an entry's proposal: one request, or each member of a [`Command::Batch`] as
-    /// a request of its own.
+    /// a request of its own. The ids it remembers are listed under one `x/` key, numbered
+    /// on from the ids remembered before.
     fn apply_entry(
         &mut self,
         proposal: Proposal,
         batch: &mut Batch,
     ) -> Result<Applied, StorageError> {
-        Ok(match proposal.command {
+        let mut ids = Vec::new();
+        let applied = match proposal.command {
             Command::Batch(members) => Applied::Batch(
                 members
                     .into_iter()
-                    .map(|member| self.apply_request(member, batch))
+                    .map(|member| self.apply_request(member, batch, &mut ids))
                     .collect::<Result<_, _>>()?,
             ),
-            _ => Applied::One(self.apply_request(proposal, batch)?),
-        })
+            _ => Applied::One(self.apply_request(proposal, batch, &mut ids)?),
+        };
+        if !ids.is_empty() {
+            let count = ids.len() as u64 / 16;
+            batch.ops.insert(&expiry_key(self.remembered), ids);
+            self.remembered += count;
+        }
+        Ok(applied)
     }
 
     /// Applies a request once per request id: a retried id returns the first outcome. The
-    /// id is remembered under the next `x/` sequence number.
+    /// id is appended to `ids` (big-endian) when this is its first application.
     fn apply_request(
         &mut self,
         proposal: Proposal,
         batch: &mut Batch,
+        ids: &mut Vec<u8>,
     ) -> Result<WriteOutcome, StorageError> {
         let Some(id) = proposal.request_id else {
             return self.apply_command(proposal.command, batch);
@@ -633,22 +649,27 @@ impl StateMachine {
         }
         let outcome = self.apply_command(proposal.command, batch)?;
         batch.ops.insert(&dkey, encode(&outcome).map_err(|e| sm_err(ErrorVerb::Write, &e))?);
-        batch.ops.insert(&expiry_key(self.remembered), &id.to_be_bytes());
-        self.remembered += 1;
+        ids.extend_from_slice(&id.to_be_bytes());
         batch.requests.insert(id, outcome.clone());
         Ok(outcome)
     }
 
-    /// Forgets the request ids older than the newest `dedupe_window` (those stored before
-    /// this apply: its own are not in the tree yet, and go with a later apply if need be).
+    /// Forgets the request ids older than the newest `dedupe_window`, an `x/` key at a
+    /// time once all its ids are older (those stored before this apply: its own are not in
+    /// the tree yet, and go with a later apply if need be).
     fn expire_requests(&self, batch: &mut Batch) -> Result<(), StorageError> {
         let Some(bound) = self.remembered.checked_sub(self.dedupe_window) else {
             return Ok(());
         };
         for kv in self.tree.range(expiry_key(0)..expiry_key(bound)) {
-            let (key, id) = kv.map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+            let (key, ids) = kv.map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+            if expiry_sequence(&key) + ids.len() as u64 / 16 > bound {
+                break;
+            }
             batch.ops.remove(key);
-            batch.ops.remove([DEDUPE_PREFIX, &id[..]].concat());
+            for id in ids.chunks(16) {
+                batch.ops.remove([DEDUPE_PREFIX, id].concat());
+            }
         }
         Ok(())
     }
