@@ -33,6 +33,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::node::{NodeError, Written};
+use crate::raft::group::Gather;
 use crate::store::Command;
 
 /// How big one batch (one Raft entry) may grow.
@@ -123,28 +124,13 @@ fn check(ops: &[Command]) -> Result<usize, NodeError> {
     Ok(bytes)
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Submission>, limits: Limits, write: WriteFn) {
-    let mut carried: Option<Submission> = None;
-    loop {
-        let first = match carried.take() {
-            Some(s) => s,
-            None => match rx.recv().await {
-                Some(s) => s,
-                None => return,
-            },
-        };
-        let (mut ops, mut bytes) = (first.ops, first.bytes);
-        let mut waiting = vec![first.done];
-        while let Ok(next) = rx.try_recv() {
-            if ops.len() + next.ops.len() > limits.max_ops || bytes + next.bytes > limits.max_bytes
-            {
-                carried = Some(next);
-                break;
-            }
-            ops.extend(next.ops);
-            bytes += next.bytes;
-            waiting.push(next.done);
-        }
+async fn run(rx: mpsc::UnboundedReceiver<Submission>, limits: Limits, write: WriteFn) {
+    let mut queue = Gather::new(rx);
+    while let Some(first) = queue.first().await {
+        let group = queue.fill(first, limits.max_ops, limits.max_bytes, |s| (s.ops.len(), s.bytes));
+        let bytes: usize = group.iter().map(|s| s.bytes).sum();
+        let (ops, waiting): (Vec<_>, Vec<_>) = group.into_iter().map(|s| (s.ops, s.done)).unzip();
+        let ops: Vec<Command> = ops.into_iter().flatten().collect();
         let callers = waiting.len();
         let result = write(Command::Txn(ops)).await;
         if let Err(e) = &result {

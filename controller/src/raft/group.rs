@@ -86,29 +86,58 @@ impl WriteGroup {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, raft: Raft, limits: Limits) {
-    let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
-    let mut carried: Option<Pending> = None;
-    loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut bytes = first.bytes;
+/// A queue read a group at a time: the next item, then every item already queued behind
+/// it while the group stays within its limits; an item that would not fit starts the next
+/// group. The write group and the note batcher (`fleet::batch`) read their queues so.
+pub(crate) struct Gather<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+    carried: Option<T>,
+}
+
+impl<T> Gather<T> {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<T>) -> Self {
+        Self { rx, carried: None }
+    }
+
+    /// Waits for the next item; `None` once every sender is gone and the queue is empty.
+    pub(crate) async fn first(&mut self) -> Option<T> {
+        match self.carried.take() {
+            Some(item) => Some(item),
+            None => self.rx.recv().await,
+        }
+    }
+
+    /// `first` and the items queued behind it, while the sums of their `weight`s (a count
+    /// and bytes) stay within `max_count` and `max_bytes`. `first` is always taken, even
+    /// when it alone is over the limits.
+    pub(crate) fn fill(
+        &mut self,
+        first: T,
+        max_count: usize,
+        max_bytes: usize,
+        weight: impl Fn(&T) -> (usize, usize),
+    ) -> Vec<T> {
+        let (mut count, mut bytes) = weight(&first);
         let mut group = vec![first];
-        while group.len() < limits.max_members {
-            let Ok(next) = rx.try_recv() else { break };
-            if bytes + next.bytes > limits.max_bytes {
-                carried = Some(next);
+        while let Ok(next) = self.rx.try_recv() {
+            let (c, b) = weight(&next);
+            if count + c > max_count || bytes + b > max_bytes {
+                self.carried = Some(next);
                 break;
             }
-            bytes += next.bytes;
+            (count, bytes) = (count + c, bytes + b);
             group.push(next);
         }
+        group
+    }
+}
+
+async fn run(rx: mpsc::UnboundedReceiver<Pending>, raft: Raft, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
+    let mut queue = Gather::new(rx);
+    while let Some(first) = queue.first().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let group = queue.fill(first, limits.max_members, limits.max_bytes, |p| (1, p.bytes));
         let (proposals, waiting): (Vec<_>, Vec<_>) =
             group.into_iter().map(|p| (p.proposal, p.done)).unzip();
         let entry = match <[Proposal; 1]>::try_from(proposals) {
