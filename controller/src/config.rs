@@ -189,7 +189,6 @@ impl ControllerArgs {
                 .or(file.snapshot_keep_logs)
                 .unwrap_or(d.snapshot_keep_logs),
             quorum_timeout: self.quorum_timeout.or(file.quorum_timeout).unwrap_or(d.quorum_timeout),
-            write_group: d.write_group,
         };
         if tuning.heartbeat >= tuning.election_timeout_min {
             return Err(StartError::Config(format!(

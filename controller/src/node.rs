@@ -37,8 +37,6 @@ pub struct Tuning {
     pub snapshot_keep_logs: u64,
     /// How long a write or a linearizable read may wait for a quorum.
     pub quorum_timeout: Duration,
-    /// How the leader groups concurrent writes into Raft entries.
-    pub write_group: group::Limits,
 }
 
 impl Default for Tuning {
@@ -50,7 +48,6 @@ impl Default for Tuning {
             snapshot_threshold: 10_000,
             snapshot_keep_logs: 1_000,
             quorum_timeout: Duration::from_secs(5),
-            write_group: group::Limits::default(),
         }
     }
 }
@@ -365,7 +362,7 @@ impl Node {
         tracing::info!(node_id = config.node_id, addr = %config.advertise, "raft started");
         Ok(Arc::new_cyclic(|node: &Weak<Node>| Node {
             notes: NoteBatcher::spawn(batch::Limits::default(), write_through(node.clone())),
-            writes: WriteGroup::spawn(raft.clone(), config.tuning.write_group),
+            writes: WriteGroup::spawn(raft.clone(), group::Limits::default()),
             id: config.node_id,
             addr: config.advertise,
             cluster_name: config.cluster_name,

@@ -101,10 +101,12 @@ fn expiry_key(sequence: u64) -> [u8; 10] {
     k
 }
 
-/// The number of the first id an `x/` key lists.
-fn expiry_sequence(key: &[u8]) -> u64 {
+/// The big-endian number after the 2-byte prefix of an `h/` or `x/` key: a history key's
+/// revision, or the number of the first id an expiry key lists.
+fn key_number(key: &[u8]) -> u64 {
+    const { assert!(HISTORY_PREFIX.len() == EXPIRY_PREFIX.len()) };
     let mut be = [0u8; 8];
-    be.copy_from_slice(&key[EXPIRY_PREFIX.len()..EXPIRY_PREFIX.len() + 8]);
+    be.copy_from_slice(&key[HISTORY_PREFIX.len()..HISTORY_PREFIX.len() + 8]);
     u64::from_be_bytes(be)
 }
 
@@ -114,7 +116,7 @@ fn next_remembered(tree: &sled::Tree) -> sled::Result<u64> {
         return Ok(0);
     };
     let (key, ids) = last?;
-    Ok(expiry_sequence(&key) + ids.len() as u64 / 16)
+    Ok(key_number(&key) + ids.len() as u64 / 16)
 }
 
 /// A metadata key of tree `sm` and its encoded value.
@@ -260,10 +262,7 @@ impl Reader {
         let Some(k) = self.tree.scan_prefix(HISTORY_PREFIX).keys().next() else {
             return Ok(None);
         };
-        let k = k?;
-        let mut be = [0u8; 8];
-        be.copy_from_slice(&k[HISTORY_PREFIX.len()..HISTORY_PREFIX.len() + 8]);
-        Ok(Some(u64::from_be_bytes(be)))
+        Ok(Some(key_number(&k?)))
     }
 
     /// Fails when the history no longer holds revision `after + 1` (it was compacted).
@@ -663,7 +662,7 @@ impl StateMachine {
         };
         for kv in self.tree.range(expiry_key(0)..expiry_key(bound)) {
             let (key, ids) = kv.map_err(|e| sm_err(ErrorVerb::Read, &e))?;
-            if expiry_sequence(&key) + ids.len() as u64 / 16 > bound {
+            if key_number(&key) + ids.len() as u64 / 16 > bound {
                 break;
             }
             batch.ops.remove(key);

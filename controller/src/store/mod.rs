@@ -224,12 +224,6 @@ pub enum Applied {
     Batch(Vec<WriteOutcome>),
 }
 
-impl Default for Applied {
-    fn default() -> Self {
-        Applied::One(WriteOutcome::default())
-    }
-}
-
 /// A stored record.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Record {
