@@ -7,9 +7,11 @@
 //! workstation and a print server, each in its own namespace with its own host root: the
 //! fleet table, real traffic allowed and dropped, drift repaired, a new PACS reachable with
 //! no admin action. Without root, one agent runs with `--dry-run` and prints the ruleset it
-//! would apply. It stays up with the exact commands to explore until Ctrl-C, and removes
-//! every namespace and file on the way out.
+//! would apply. It stays up with the exact commands to explore until Ctrl-C, SIGTERM or
+//! SIGHUP, and removes every namespace and file on the way out; a signal during the
+//! walkthrough stops it the same way.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -24,12 +26,13 @@ use bulwark_integration_tests::netlab::{Lab, Outcome};
 use bulwark_integration_tests::{Cluster, ClusterOptions, eventually};
 use bulwark_proto::v1 as pb;
 use clap::Parser;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Runs a local three-node Bulwark controller cluster and shows what it does.
 #[derive(Debug, Parser)]
 #[command(name = "bulwark-demo", version)]
 struct Args {
-    /// Exit after the walkthrough instead of waiting for Ctrl-C.
+    /// Exit after the walkthrough instead of waiting for Ctrl-C, SIGTERM or SIGHUP.
     #[arg(long)]
     no_wait: bool,
 }
@@ -41,6 +44,57 @@ fn step(text: &str) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Listening before anything is created: from here on these signals no longer kill the
+    // process, they end the walkthrough below.
+    let mut stop = StopSignals::listen()?;
+    let mut walkthrough = Box::pin(walkthrough(args));
+    let signal = tokio::select! {
+        done = &mut walkthrough => return done,
+        signal = stop.recv() => signal,
+    };
+    // Written without println!: after SIGHUP the terminal may be gone, and cleanup must
+    // still run.
+    let _ = writeln!(
+        std::io::stdout(),
+        "\n==> {signal}: stopping the agents and the cluster, removing every namespace and file"
+    );
+    // The walkthrough owns the lab, the cluster and the agents (Drop guards): dropping it
+    // kills every process and deletes every namespace and temp dir, wherever it was.
+    drop(walkthrough);
+    Ok(())
+}
+
+/// The signals that stop the demo: Ctrl-C (SIGINT), SIGTERM (`kill`, `timeout`, systemd)
+/// and SIGHUP (the terminal closed).
+struct StopSignals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Result<Self> {
+        let listen = |kind| signal(kind).context("listening for signals");
+        Ok(Self {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// Everything the demo shows. Returns with `--no-wait`; otherwise it waits for `main` to
+/// stop it on a signal.
+async fn walkthrough(args: Args) -> Result<()> {
     let lab = if is_root() {
         match Lab::new() {
             Ok(lab) => Some(lab),
@@ -342,13 +396,11 @@ async fn main() -> Result<()> {
         step("Done (--no-wait); stopping the cluster and removing its files");
         return Ok(());
     }
-    println!("\nPress Ctrl-C to stop the cluster and remove its files.");
-    tokio::signal::ctrl_c().await?;
-    step("Stopping the agents and the cluster, removing every namespace and file");
-    drop(agents);
-    drop(cluster);
-    drop(lab);
-    Ok(())
+    println!(
+        "\nPress Ctrl-C to stop the cluster and remove its files (SIGTERM and SIGHUP do the same)."
+    );
+    // `main` drops this future on a signal, and with it everything above.
+    std::future::pending().await
 }
 
 fn is_root() -> bool {
