@@ -127,8 +127,8 @@ fn check(ops: &[Command]) -> Result<usize, NodeError> {
 async fn run(rx: mpsc::UnboundedReceiver<Submission>, limits: Limits, write: WriteFn) {
     let mut queue = Gather::new(rx);
     while let Some(first) = queue.first().await {
-        let group = queue.fill(first, limits.max_ops, limits.max_bytes, |s| (s.ops.len(), s.bytes));
-        let bytes: usize = group.iter().map(|s| s.bytes).sum();
+        let (group, (_, bytes)) =
+            queue.fill(first, limits.max_ops, limits.max_bytes, |s| (s.ops.len(), s.bytes));
         let (ops, waiting): (Vec<_>, Vec<_>) = group.into_iter().map(|s| (s.ops, s.done)).unzip();
         let ops: Vec<Command> = ops.into_iter().flatten().collect();
         let callers = waiting.len();

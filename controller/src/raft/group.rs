@@ -108,15 +108,15 @@ impl<T> Gather<T> {
     }
 
     /// `first` and the items queued behind it, while the sums of their `weight`s (a count
-    /// and bytes) stay within `max_count` and `max_bytes`. `first` is always taken, even
-    /// when it alone is over the limits.
+    /// and bytes) stay within `max_count` and `max_bytes`, with those sums. `first` is
+    /// always taken, even when it alone is over the limits.
     pub(crate) fn fill(
         &mut self,
         first: T,
         max_count: usize,
         max_bytes: usize,
         weight: impl Fn(&T) -> (usize, usize),
-    ) -> Vec<T> {
+    ) -> (Vec<T>, (usize, usize)) {
         let (mut count, mut bytes) = weight(&first);
         let mut group = vec![first];
         while let Ok(next) = self.rx.try_recv() {
@@ -128,7 +128,7 @@ impl<T> Gather<T> {
             (count, bytes) = (count + c, bytes + b);
             group.push(next);
         }
-        group
+        (group, (count, bytes))
     }
 }
 
@@ -137,7 +137,7 @@ async fn run(rx: mpsc::UnboundedReceiver<Pending>, raft: Raft, limits: Limits) {
     let mut queue = Gather::new(rx);
     while let Some(first) = queue.first().await {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let group = queue.fill(first, limits.max_members, limits.max_bytes, |p| (1, p.bytes));
+        let (group, _) = queue.fill(first, limits.max_members, limits.max_bytes, |p| (1, p.bytes));
         let (proposals, waiting): (Vec<_>, Vec<_>) =
             group.into_iter().map(|p| (p.proposal, p.done)).unzip();
         let entry = match <[Proposal; 1]>::try_from(proposals) {
