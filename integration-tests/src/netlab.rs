@@ -550,19 +550,55 @@ fn same_netns_as_process() -> Result<bool> {
     Ok(std::fs::read_link("/proc/thread-self/ns/net")? == std::fs::read_link("/proc/self/ns/net")?)
 }
 
-fn ensure_root() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?");
+/// This process's effective uid ("?" if unreadable).
+fn effective_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            uid.split_whitespace().nth(1).map(str::to_owned)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Whether this process can build a lab (it runs as root).
+pub fn is_root() -> bool {
+    effective_uid() == "0"
+}
+
+/// Fails, saying why, unless this process can build a lab.
+pub fn ensure_root() -> Result<()> {
+    let euid = effective_uid();
     ensure!(
         euid == "0",
         "the network lab needs root (it creates network namespaces and veths), but this \
          process runs with effective uid {euid}: run the lab tests as root"
     );
     Ok(())
+}
+
+/// The lab namespaces of the process `pid` (`bwl-<pid>-...`), sorted.
+pub fn namespaces_of(pid: u32) -> Vec<String> {
+    let prefix = format!("{NAME_PREFIX}{pid}-");
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Removes the lab namespaces process `pid` left (killing what runs in them) and returns
+/// their names: for a test whose lab-building child failed to clean up.
+pub fn remove_namespaces_of(pid: u32) -> Vec<String> {
+    let left = namespaces_of(pid);
+    for ns in &left {
+        if let Err(e) = delete_netns(ns) {
+            eprintln!("lab: could not remove namespace {ns}: {e:#}");
+        }
+    }
+    left
 }
 
 /// Kills what still runs in namespace `ns` (only ever a lab's own), then deletes it.

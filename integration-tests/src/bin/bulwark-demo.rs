@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use bulwark_integration_tests::agentproc::AgentProc;
 use bulwark_integration_tests::cluster::bin_dir;
 use bulwark_integration_tests::ctl::bulwarkctl;
-use bulwark_integration_tests::netlab::{Lab, Outcome};
+use bulwark_integration_tests::netlab::{Lab, Outcome, is_root};
 use bulwark_integration_tests::{Cluster, ClusterOptions, eventually};
 use bulwark_proto::v1 as pb;
 use clap::Parser;
@@ -401,13 +401,6 @@ async fn walkthrough(args: Args) -> Result<()> {
     );
     // `main` drops this future on a signal, and with it everything above.
     std::future::pending().await
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// Runs the real `bulwarkctl` against the cluster and prints its output, indented.

@@ -43,6 +43,16 @@ async fn state_of(cluster: &Cluster, id: u64, revision: u64) -> Result<Vec<pb::R
     .await
 }
 
+/// Waits until node `id` has a snapshot at log index `index` or later; its status then.
+async fn snapshot_at(cluster: &Cluster, id: u64, index: u64) -> Result<pb::NodeStatus> {
+    eventually(&format!("a snapshot on node {id}"), Duration::from_secs(20), || async {
+        let s = cluster.status(id).await?;
+        ensure!(s.snapshot_index >= index, "snapshot at {}", s.snapshot_index);
+        Ok(s)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_learner_catches_up_by_snapshot_and_is_promoted() -> Result<()> {
     // Concurrent writes share Raft entries (the leader's group commit), so 5,000 writes
@@ -56,12 +66,7 @@ async fn a_late_learner_catches_up_by_snapshot_and_is_promoted() -> Result<()> {
     ensure!(revision == 5_000, "revision {revision}");
     let leader = cluster.wait_for_leader(Duration::from_secs(5)).await?;
     // The leader's log no longer starts at 1, so a new node cannot catch up from it.
-    let leader_status = eventually("a snapshot on the leader", Duration::from_secs(20), || async {
-        let s = cluster.status(leader).await?;
-        ensure!(s.snapshot_index >= 100, "snapshot at {}", s.snapshot_index);
-        Ok(s)
-    })
-    .await?;
+    let leader_status = snapshot_at(&cluster, leader, 100).await?;
 
     cluster.spawn(4)?;
     cluster.wait_ready(4).await?;
@@ -106,12 +111,7 @@ async fn a_cluster_restarted_from_disk_serves_the_same_state() -> Result<()> {
     ensure!(before.revision == 501, "revision {}", before.revision);
     // The restart then loads a snapshot and replays the log after it.
     let leader = cluster.wait_for_leader(Duration::from_secs(5)).await?;
-    eventually("a snapshot on the leader", Duration::from_secs(20), || async {
-        let s = cluster.status(leader).await?;
-        ensure!(s.snapshot_index > 0, "no snapshot yet");
-        Ok(())
-    })
-    .await?;
+    snapshot_at(&cluster, leader, 1).await?;
 
     // One node dies hard, the others stop cleanly; then all come back.
     cluster.kill(1)?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use bulwark_integration_tests::cluster::workspace_bin;
+use bulwark_integration_tests::netlab::{self, namespaces_of, remove_namespaces_of};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,17 +56,15 @@ async fn the_demo_runs_through_and_leaves_nothing_behind() -> Result<()> {
         .find_map(|l| l.trim().strip_prefix("in "))
         .context("demo did not print its directory")?;
     ensure!(!Path::new(dir).exists(), "demo left {dir} behind");
-    let leftover = namespaces_of(pid)?;
+    let leftover = namespaces_of(pid);
     ensure!(leftover.is_empty(), "the demo left namespaces behind: {leftover:?}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_waiting_demo_and_it_leaves_nothing_behind() -> Result<()> {
-    ensure!(
-        is_root(),
-        "the demo creates its lab namespaces only as root: run the lab tests as root"
-    );
+    // The demo creates its lab namespaces only as root.
+    netlab::ensure_root()?;
     // Every temp dir the demo and the processes it starts create goes in here (tempfile
     // honours TMPDIR), so what is left in it is exactly what this run left.
     let tmp = tempfile::Builder::new().prefix("bwt-demo-").tempdir()?;
@@ -120,7 +119,7 @@ async fn sigterm_stops_the_waiting_demo_and_it_leaves_nothing_behind() -> Result
         "the demo's directory {dir} is not in its TMPDIR {}",
         tmp.path().display()
     );
-    let namespaces = namespaces_of(pid)?;
+    let namespaces = namespaces_of(pid);
     ensure!(
         namespaces.len() >= 6,
         "the waiting demo should hold its lab (bridge, c1-c3, agent hosts): {namespaces:?}"
@@ -160,39 +159,4 @@ async fn sigterm_stops_the_waiting_demo_and_it_leaves_nothing_behind() -> Result
         .collect::<Result<_>>()?;
     ensure!(leftover_files.is_empty(), "the demo left files behind: {leftover_files:?}");
     Ok(())
-}
-
-/// The lab namespaces of the demo with process id `pid`: they carry it (`bwl-<pid>-...`).
-fn namespaces_of(pid: u32) -> Result<Vec<String>> {
-    let out = std::process::Command::new("ip").args(["netns", "list"]).output()?;
-    ensure!(out.status.success(), "ip netns list: {}", String::from_utf8_lossy(&out.stderr));
-    let prefix = format!("bwl-{pid}-");
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|ns| ns.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect())
-}
-
-/// Lists the namespaces the demo `pid` left and removes them (killing what runs in them,
-/// such as its controllers), so a failing run does not leave them to the next test.
-fn remove_namespaces_of(pid: u32) -> Vec<String> {
-    let left = namespaces_of(pid).unwrap_or_default();
-    for ns in &left {
-        if let Ok(out) = std::process::Command::new("ip").args(["netns", "pids", ns]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = std::process::Command::new("kill").args(["-KILL", pid]).status();
-            }
-        }
-        let _ = std::process::Command::new("ip").args(["netns", "delete", ns]).status();
-    }
-    left
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
